@@ -1,0 +1,362 @@
+"""Typed, frozen configuration read from ``params.yaml``.
+
+``params.yaml`` is the only source of hyperparameters. :func:`load_params` turns it into the
+frozen dataclasses below; a key that no dataclass declares, a missing key, or a value of the
+wrong type fails at once with a message that names the key and its section, before any heavy
+work starts. Stages pass each function the narrow section it needs.
+
+Derived values (a dataset's folder, the device) are computed by methods, never written back.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Params",
+    "DataConfig",
+    "SyntheticConfig",
+    "PrepareConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "PseudoLabelConfig",
+    "EvaluateConfig",
+    "ReportConfig",
+    "load_params",
+    "parse_params",
+    "BENCHMARKS",
+    "LABELLED_SETS",
+]
+
+#: The fine-tuning / evaluation benchmarks, in the paper's order.
+BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
+#: Sets a teacher and student may learn from first (SALICON in the paper).
+LABELLED_SETS = ("salicon",) + BENCHMARKS
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message says what to fix."""
+
+
+def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _size(value: tuple[int, ...], where: str) -> None:
+    if len(value) != 2 or any(v <= 0 for v in value):
+        raise ConfigError(f"{where}: expected [height, width] of two positive ints, got {list(value)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and which benchmarks the pipeline runs."""
+
+    source: str  # synthetic | real
+    root: str  # real data: <root>/<name>/
+    roots: Mapping[str, str]  # per-dataset folders that override <root>/<name>
+    synthetic_root: str  # where prepare writes the generated data
+    labelled: str  # the labelled set teacher and student learn from (salicon in the paper)
+    benchmarks: tuple[str, ...]
+    on_error: str  # raise | skip
+    num_workers: int
+
+    def __post_init__(self) -> None:
+        _choice(self.source, ("synthetic", "real"), "data.source")
+        _choice(self.on_error, ("raise", "skip"), "data.on_error")
+        _choice(self.labelled, LABELLED_SETS, "data.labelled")
+        for b in self.benchmarks:
+            _choice(b, BENCHMARKS, "data.benchmarks")
+        for k in self.roots:
+            _choice(k, LABELLED_SETS + ("unlabeled",), "data.roots")
+        if self.num_workers < 0:
+            raise ConfigError("data.num_workers: must be >= 0")
+
+    def folder(self, name: str) -> Path:
+        """The folder that holds dataset ``name`` (a benchmark id or ``unlabeled``)."""
+        if self.source == "synthetic":
+            return Path(self.synthetic_root) / name
+        if name in self.roots:
+            return Path(self.roots[name])
+        return Path(self.root) / name
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size of the generated default dataset (used when ``data.source`` is ``synthetic``)."""
+
+    seed: int
+    salicon_train: int
+    salicon_val: int
+    benchmark_images: int
+    unlabeled: int
+    image_size: tuple[int, int]
+    observers: int
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Training resolutions of the prepared caches, (H, W)."""
+
+    input_size: tuple[int, int]  # labelled set and unlabeled pool, into the network
+    output_size: tuple[int, int]  # labelled set maps out of the network
+    benchmark_size: tuple[int, int]  # fine-tuning benchmarks, in and out (384x384 in the paper)
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "output_size", "benchmark_size"):
+            _size(getattr(self, name), f"prepare.{name}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A network: backbone name from the registry, ImageNet weights, decoder width."""
+
+    backbone: str
+    pretrained: bool
+    weights: str | None  # explicit weight file, looked up first
+    width: float
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ConfigError(f"width: must be > 0, got {self.width}")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Labelled loss: kld*KLD + cc*(1-CC) + nss*(1-sigmoid(NSS))."""
+
+    kld: float
+    cc: float
+    nss: float
+
+
+@dataclass(frozen=True)
+class PseudoLossWeights:
+    """Pseudo-label loss: kld*KLD + cc*(1-CC) + sim*(1-SIM)."""
+
+    kld: float
+    cc: float
+    sim: float
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of the engine (teacher, distillation and fine-tuning alike)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    ema_decay: float
+    ema_mix: float
+    ema_start_epoch: int
+    grad_clip: float  # 0 = off
+    amp: bool  # CUDA only; bf16 where supported, else fp16 with a grad scaler
+    channels_last: bool
+    loss: LossWeights
+    pseudo_loss: PseudoLossWeights
+    nonfinite: str  # raise | skip
+    num_workers: int
+    holdout: float  # fraction of the train split held out to select the best epoch
+    select_on: str  # holdout (ours) | val (the paper's selection on the reported split)
+
+    def __post_init__(self) -> None:
+        _choice(self.nonfinite, ("raise", "skip"), "nonfinite")
+        _choice(self.select_on, ("holdout", "val"), "select_on")
+        if not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"holdout: must be in (0, 1), got {self.holdout}")
+        if self.epochs < 0 or self.batch_size <= 0:
+            raise ConfigError(f"epochs must be >= 0 and batch_size > 0 (got {self.epochs}, {self.batch_size})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    """``pseudolabel``: the teacher labels the unlabeled pool once; maps cached as uint8 shards."""
+
+    batch_size: int
+    store_size: tuple[int, int]  # (H, W) the maps are stored at; upsampled to the output at load
+    shard_size: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate``: scoring under the two protocols on each benchmark's val split."""
+
+    batch_size: int
+    protocols: tuple[str, ...]
+    center_bias_sigma: float  # see semipkd.evaluate.center_bias_map
+    num_figures: int
+
+    def __post_init__(self) -> None:
+        for p in self.protocols:
+            _choice(p, ("benchmark", "model_resolution"), "evaluate.protocols")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``report``: tables and figures."""
+
+    latency_input_size: tuple[int, int]
+    latency_repeats: int
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of ``params.yaml``."""
+
+    seed: int
+    device: str  # auto | cpu | cuda
+    data: DataConfig
+    synthetic: SyntheticConfig
+    prepare: PrepareConfig
+    teacher: ModelConfig
+    student: ModelConfig
+    train_teacher: TrainConfig
+    pseudolabel: PseudoLabelConfig
+    distill: TrainConfig
+    finetune: TrainConfig
+    evaluate: EvaluateConfig
+    report: ReportConfig
+
+    def __post_init__(self) -> None:
+        _choice(self.device, ("auto", "cpu", "cuda"), "device")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), e.g. to store in a checkpoint."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_tp = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (Mapping, dict, collections.abc.Mapping) or tp is Mapping:
+        if value is None:
+            return types.MappingProxyType({})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp) or (str, Any)
+        return types.MappingProxyType(
+            {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+        )
+    if tp is Any:
+        return value
+    if tp is float:
+        # YAML reads 1e-3 as a string and 1 as an int: accept ints, refuse bools and strings.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {_type_name(tp)} at {where}")  # a bug here, not in params
+
+
+def _build(cls: type, raw: Any, section: str) -> Any:
+    """Build dataclass ``cls`` from mapping ``raw``; ``section`` names it in errors."""
+    label = section or "params.yaml"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{label}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        hints_txt = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hints_txt.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} in section {label}: {', '.join(hints_txt)}; "
+            f"known keys: {', '.join(names)}"
+        )
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ConfigError(f"missing key{'s' if len(missing) > 1 else ''} in section {label}: {', '.join(missing)}")
+    values = {}
+    for name in names:
+        where = f"{section}.{name}" if section else name
+        values[name] = _coerce(raw[name], hints[name], where)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        msg = str(exc)
+        if section and not msg.startswith(section):
+            msg = f"{section}.{msg}" if ":" in msg.split()[0] else f"{section}: {msg}"
+        raise ConfigError(msg) from None
+
+
+def parse_params(raw: Mapping[str, Any]) -> Params:
+    """Build :class:`Params` from an already-loaded mapping (e.g. ``yaml.safe_load`` output)."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raise :class:`ConfigError` naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_params(raw or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

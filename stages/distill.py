@@ -1,0 +1,60 @@
+"""DVC stages `distill` and `distill_no_pseudo`: the student learns from the labelled set plus
+the teacher's cached pseudo-labels (one labelled pass and one pseudo-labelled pass per epoch,
+EMA self-distillation) -> models/student.pt. With the item `no_pseudo` the same student, data
+and budget without pseudo-labels -> models/student_no_pseudo.pt (the paper's ablation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semipkd.config import Params
+from semipkd.models import build_model
+from semipkd.runtime import select_device
+from semipkd.stage import StageError, require_file, stage_main, train_labelled
+
+
+def run(params: Params, item: str | None) -> None:
+    """Distil the student (item `no_pseudo`: the labelled-only ablation)."""
+    if item not in (None, "no_pseudo"):
+        raise StageError(f"unknown variant {item!r}; use no item or 'no_pseudo'")
+    name = "distill" if item is None else "distill_no_pseudo"
+    device = select_device(params.device)
+    pseudo = None
+    if item is None:
+        from semipkd.data import PreparedImages
+        from semipkd.io import sha256_file
+        from semipkd.pseudolabel import PseudoDataset, PseudoLabelCache
+
+        teacher = require_file("models/teacher.pt", "run the train_teacher stage first")
+        cache = PseudoLabelCache(
+            require_file("data/pseudo", "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher)
+        )
+        pseudo = PseudoDataset(
+            require_file("data/prepared/unlabeled/all", "run the prepare stage first"),
+            cache,
+            params.prepare.output_size,
+            hflip=True,
+            photometric=True,
+            seed=params.seed,
+        )
+    s = params.student
+    model = build_model(
+        s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights
+    )
+    out = Path("models/student.pt" if item is None else "models/student_no_pseudo.pt")
+    train_labelled(
+        model,
+        Path("data/prepared") / params.data.labelled,
+        params.distill,
+        seed=params.seed,
+        device=device,
+        out_path=out,
+        ckpt_dir=Path("models/ckpt") / name,
+        live_dir=Path("reports") / name,
+        photometric=True,
+        pseudo=pseudo,
+    )
+
+
+if __name__ == "__main__":
+    stage_main("distill", run)

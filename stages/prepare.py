@@ -1,0 +1,105 @@
+"""DVC stage `prepare`: generate the default data (or find the real data), validate every
+sample, and write the prepared caches the training stages read.
+
+Outputs: data/synthetic/ (the generated datasets; a note when data.source is real),
+data/prepared/<name>/<split>/ (memory-mappable caches), reports/prepare/manifest.csv (one row
+per sample) and reports/prepare/summary.json (counts).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import logging
+import shutil
+from pathlib import Path
+
+from semipkd.config import Params
+from semipkd.data import prepare_benchmark, prepare_unlabeled
+from semipkd.data.synthetic import generate
+from semipkd.io import atomic_write_json, atomic_write_text
+from semipkd.stage import StageError, stage_main
+
+log = logging.getLogger("prepare")
+
+SYNTHETIC = Path("data/synthetic")
+PREPARED = Path("data/prepared")
+REPORTS = Path("reports/prepare")
+
+
+def _check_roots(params: Params, names: list[str]) -> None:
+    """Fail before any work when a real dataset folder is missing."""
+    missing = [f"{n}: {params.data.folder(n)}" for n in names if not params.data.folder(n).is_dir()]
+    if missing:
+        raise StageError(
+            "data.source is 'real' but these dataset folders do not exist: "
+            + "; ".join(missing)
+            + ". Put the datasets there (README, 'Real datasets') or set data.roots / data.root."
+        )
+
+
+def run(params: Params, _item: str | None) -> None:
+    """Generate or locate the datasets, validate them, write the prepared caches."""
+    data = params.data
+    names = list(dict.fromkeys([data.labelled, *data.benchmarks]))
+    if data.source == "synthetic":
+        syn = params.synthetic
+        log.info("generating the embedded default dataset into %s", SYNTHETIC)
+        summary = generate(
+            SYNTHETIC,
+            seed=syn.seed,
+            salicon=(syn.salicon_train, syn.salicon_val),
+            benchmark_images=syn.benchmark_images,
+            unlabeled=syn.unlabeled,
+            image_size=syn.image_size,
+            observers=syn.observers,
+        )
+        log.info("generated: %s", summary)
+    else:
+        _check_roots(params, names + ["unlabeled"])
+        if SYNTHETIC.exists():
+            shutil.rmtree(SYNTHETIC)
+        SYNTHETIC.mkdir(parents=True)
+        (SYNTHETIC / "README.md").write_text("data.source is 'real': nothing was generated.\n")
+
+    rows: list[dict] = []
+    for name in names:
+        if name == data.labelled:
+            in_size, out_size = params.prepare.input_size, params.prepare.output_size
+        else:
+            in_size = out_size = params.prepare.benchmark_size
+        log.info("preparing %s from %s at %s in, %s out", name, data.folder(name), in_size, out_size)
+        for row in prepare_benchmark(
+            name, data.folder(name), PREPARED / name,
+            input_size=in_size, output_size=out_size, on_error=data.on_error,
+        ):
+            rows.append({"dataset": name, **row})
+    log.info("preparing the unlabeled pool from %s", data.folder("unlabeled"))
+    for row in prepare_unlabeled(
+        data.folder("unlabeled"), PREPARED / "unlabeled",
+        input_size=params.prepare.input_size, on_error=data.on_error,
+    ):
+        rows.append({"dataset": "unlabeled", "split": "all", **row})
+
+    counts: dict = collections.defaultdict(lambda: collections.Counter())
+    for row in rows:
+        counts[f"{row['dataset']}/{row.get('split', 'all')}"][row["status"]] += 1
+    summary = {key: dict(c) for key, c in sorted(counts.items())}
+    skipped = sum(c.get("skipped", 0) for c in counts.values())
+    for key, c in summary.items():
+        log.info("%-22s %s", key, ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+    if skipped:
+        log.warning("%d samples skipped (data.on_error: skip); reasons in %s", skipped, REPORTS / "manifest.csv")
+
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(REPORTS / "manifest.csv", buf.getvalue())
+    atomic_write_json(REPORTS / "summary.json", {"counts": summary, "skipped": skipped, "samples": len(rows)})
+
+
+if __name__ == "__main__":
+    stage_main("prepare", run)

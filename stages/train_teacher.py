@@ -1,0 +1,35 @@
+"""DVC stage `train_teacher`: the teacher learns fixation density on the labelled set
+(SALICON in the paper) -> models/teacher.pt, per-epoch history under reports/train_teacher/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semipkd.config import Params
+from semipkd.models import build_model
+from semipkd.runtime import select_device
+from semipkd.stage import stage_main, train_labelled
+
+
+def run(params: Params, _item: str | None) -> None:
+    """Train the teacher."""
+    device = select_device(params.device)
+    t = params.teacher
+    model = build_model(
+        t.backbone, output_size=params.prepare.output_size, pretrained=t.pretrained, width=t.width, weights=t.weights
+    )
+    train_labelled(
+        model,
+        Path("data/prepared") / params.data.labelled,
+        params.train_teacher,
+        seed=params.seed,
+        device=device,
+        out_path=Path("models/teacher.pt"),
+        ckpt_dir=Path("models/ckpt/train_teacher"),
+        live_dir=Path("reports/train_teacher"),
+        photometric=False,
+    )
+
+
+if __name__ == "__main__":
+    stage_main("train_teacher", run)
