@@ -1,0 +1,549 @@
+"""Tables and figures from the evaluation results.
+
+Inputs are plain data: per benchmark the nested scores of ``reports/evaluate/<benchmark>.json``
+(``{model: {protocol: {metric: value}}}``), per model a profile (``params``, ``macs``,
+``cpu_latency_ms``), the examples saved by :func:`semipkd.evaluate.save_examples`, and
+dvclive-style history folders. Outputs:
+
+* ``tables.md`` / ``tables.tex``: the paper's table shape, one table per protocol and benchmark,
+  one row per model with parameters, MACs and CPU latency beside CC, KLD, NSS, SIM, AUC-Judd and
+  sAUC. Published reference numbers appear as their own rows, labelled ``published`` with their
+  source. Numbers are rounded here and only here.
+* ``tables.csv``: the same rows in long form with every metric at full precision.
+* PNG figures drawn with matplotlib's Agg backend (no display, no network).
+
+Every file goes through :mod:`semipkd.io`'s atomic writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display (stages run headless)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+__all__ = [
+    "TABLE_METRICS",
+    "ALL_METRICS",
+    "PublishedResult",
+    "PUBLISHED",
+    "load_evaluations",
+    "load_profiles",
+    "render_markdown",
+    "render_csv",
+    "render_latex",
+    "write_tables",
+    "plot_examples_grid",
+    "plot_learning_curves",
+    "read_dvclive_history",
+    "plot_ablation_gap",
+]
+
+log = logging.getLogger(__name__)
+
+#: Metrics shown in the md/tex tables (the paper's columns), in order.
+TABLE_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc")
+#: Every metric of semipkd.metrics, in the CSV's column order.
+ALL_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "info_gain")
+_METRIC_HEADERS = {
+    "cc": "CC↑",
+    "kld": "KLD↓",
+    "nss": "NSS↑",
+    "sim": "SIM↑",
+    "auc_judd": "AUC-J↑",
+    "auc_borji": "AUC-B↑",
+    "sauc": "sAUC↑",
+    "info_gain": "IG↑",
+}
+_TEX_METRIC_HEADERS = {
+    "cc": r"CC$\uparrow$",
+    "kld": r"KLD$\downarrow$",
+    "nss": r"NSS$\uparrow$",
+    "sim": r"SIM$\uparrow$",
+    "auc_judd": r"AUC-J$\uparrow$",
+    "sauc": r"sAUC$\uparrow$",
+}
+_BENCHMARK_ORDER = ("salicon", "mit1003", "cat2000", "pascal_s", "osie")
+_BENCHMARK_LABELS = {
+    "salicon": "SALICON",
+    "mit1003": "MIT1003",
+    "cat2000": "CAT2000",
+    "pascal_s": "PASCAL-S",
+    "osie": "OSIE",
+}
+_MODEL_ORDER = ("teacher", "student", "student_no_pseudo", "center_bias")
+_MODEL_LABELS = {
+    "teacher": "Teacher",
+    "student": "Student (Semi-PKD)",
+    "student_no_pseudo": "Student w/o pseudo-labels",
+    "center_bias": "Center bias",
+}
+_PROTOCOL_ORDER = ("benchmark", "model_resolution")
+_PROTOCOL_LABELS = {
+    "benchmark": "benchmark protocol (maps at each image's original size)",
+    "model_resolution": "model-resolution protocol (maps at the model's output size)",
+}
+_OURS = "ours"
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A reference number set from the literature, shown beside ours and never mixed with it."""
+
+    benchmark: str
+    model: str
+    source: str
+    metrics: Mapping[str, float]
+    note: str = ""
+
+
+_PKD_SOURCE = (
+    "PKD code README, github.com/chakkritte/PKD, 'Results of single teacher method for student "
+    "(EEEA-Net-C2) on Salicon dataset'"
+)
+_PKD_NOTE = "SALICON val, maps at 480x640, their validate.py (batch means averaged over batches)"
+
+#: Published reference numbers (issue 7): the authors' earlier PKD code on SALICON val.
+PUBLISHED: tuple[PublishedResult, ...] = (
+    PublishedResult(
+        benchmark="salicon",
+        model="PKD EEEA-Net-C2 (teacher EfficientNet-B4)",
+        source=_PKD_SOURCE,
+        metrics={"cc": 0.9055, "kld": 0.1924, "nss": 1.9346},
+        note=_PKD_NOTE,
+    ),
+    PublishedResult(
+        benchmark="salicon",
+        model="PKD EEEA-Net-C2 (teacher OFA-595)",
+        source=_PKD_SOURCE,
+        metrics={"cc": 0.9062, "kld": 0.1907, "nss": 1.9298},
+        note=_PKD_NOTE,
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def load_evaluations(paths: Sequence[str | Path]) -> dict[str, dict]:
+    """Read ``reports/evaluate/<benchmark>.json`` files; the benchmark is the file's stem.
+
+    Returns ``{benchmark: {model: {protocol: {metric: float}}}}``. A file that is not this
+    nesting raises ``ValueError`` naming it.
+    """
+    out: dict[str, dict] = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: cannot read evaluation JSON ({e})") from e
+        _check_scores(data, str(p))
+        out[p.stem] = data
+    return out
+
+
+def _check_scores(data: Any, where: str) -> None:
+    if not isinstance(data, Mapping) or not data:
+        raise ValueError(f"{where}: expected {{model: {{protocol: {{metric: number}}}}}}, got {type(data).__name__}")
+    for model, per_model in data.items():
+        if not isinstance(per_model, Mapping):
+            raise ValueError(f"{where}: {model!r} must map protocols to metrics")
+        for protocol, per_protocol in per_model.items():
+            if not isinstance(per_protocol, Mapping):
+                raise ValueError(f"{where}: {model}/{protocol} must map metric names to numbers")
+            for metric, value in per_protocol.items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise ValueError(f"{where}: {model}/{protocol}/{metric} is {value!r}, not a number")
+
+
+def load_profiles(paths: Mapping[str, str | Path]) -> dict[str, dict[str, float]]:
+    """Read one profile JSON per model (``{"params", "macs", "cpu_latency_ms"}``)."""
+    out = {}
+    for model, p in paths.items():
+        try:
+            data = json.loads(Path(p).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: cannot read profile JSON for {model!r} ({e})") from e
+        missing = {"params", "macs", "cpu_latency_ms"} - set(data)
+        if missing:
+            raise ValueError(f"{p}: profile of {model!r} lacks {sorted(missing)}")
+        out[model] = data
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass(frozen=True)
+class _Row:
+    benchmark: str
+    protocol: str  # a protocol key, or "published"
+    model: str  # key for ours, description for published rows
+    label: str
+    source: str
+    profile: Mapping[str, float]
+    metrics: Mapping[str, float]
+
+
+def _ordered(keys, order) -> list[str]:
+    keys = list(keys)
+    return [k for k in order if k in keys] + sorted(k for k in keys if k not in order)
+
+
+def _rows(
+    evaluations: Mapping[str, Mapping],
+    profiles: Mapping[str, Mapping[str, float]],
+    published: Sequence[PublishedResult],
+) -> dict[tuple[str, str], list[_Row]]:
+    """Rows grouped by (benchmark, protocol): ours first, then the benchmark's published rows."""
+    tables: dict[tuple[str, str], list[_Row]] = {}
+    benchmarks = _ordered(set(evaluations) | {p.benchmark for p in published if p.benchmark in evaluations}, _BENCHMARK_ORDER)
+    for b in benchmarks:
+        scores = evaluations[b]
+        protocols = _ordered({p for per in scores.values() for p in per}, _PROTOCOL_ORDER)
+        for proto in protocols:
+            rows = []
+            for m in _ordered(scores, _MODEL_ORDER):
+                if proto not in scores[m]:
+                    continue
+                rows.append(_Row(b, proto, m, _MODEL_LABELS.get(m, m), _OURS, profiles.get(m, {}), scores[m][proto]))
+            for pub in published:
+                if pub.benchmark == b:
+                    rows.append(_Row(b, "published", pub.model, pub.model, f"published: {pub.source}", {}, pub.metrics))
+            tables[(b, proto)] = rows
+    return tables
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _profile_cells(profile: Mapping[str, float]) -> list[str]:
+    p, m, t = profile.get("params"), profile.get("macs"), profile.get("cpu_latency_ms")
+    return [
+        _fmt(None if p is None else p / 1e6, 2),
+        _fmt(None if m is None else m / 1e9, 2),
+        _fmt(t, 1),
+    ]
+
+
+def _published_footnotes(published: Sequence[PublishedResult], benchmarks: Sequence[str]) -> list[str]:
+    seen = []
+    for p in published:
+        if p.benchmark in benchmarks and (p.source, p.note) not in seen:
+            seen.append((p.source, p.note))
+    return [f"{src}" + (f" ({note})" if note else "") for src, note in seen]
+
+
+def render_markdown(
+    evaluations: Mapping[str, Mapping],
+    profiles: Mapping[str, Mapping[str, float]],
+    published: Sequence[PublishedResult] = PUBLISHED,
+) -> str:
+    """``tables.md``: one table per (protocol, benchmark); rows = models, paper's columns.
+
+    Params in millions, MACs in billions (G), CPU latency in ms, metrics to 4 decimals; a dash
+    where a number does not exist (e.g. a published row's SIM, or the center bias's latency).
+    """
+    tables = _rows(evaluations, profiles, published)
+    lines = [
+        "# Results",
+        "",
+        "Generated by `semipkd.report` from `reports/evaluate/*.json` and the model profiles;"
+        " how each number is computed: docs/evaluation.md.",
+        "Rows marked *published* are copied from their source, not measured here.",
+        "",
+    ]
+    header = ["Model", "Source", "Params (M)", "MACs (G)", "CPU (ms)"] + [_METRIC_HEADERS[m] for m in TABLE_METRICS]
+    for proto in _PROTOCOL_ORDER + tuple(sorted({p for _, p in tables} - set(_PROTOCOL_ORDER))):
+        keys = [k for k in tables if k[1] == proto]
+        if not keys:
+            continue
+        lines += [f"## {_PROTOCOL_LABELS.get(proto, proto)}", ""]
+        for b, _ in keys:
+            lines += [f"### {_BENCHMARK_LABELS.get(b, b)} (val)", ""]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join([":--", ":--"] + ["--:"] * (len(header) - 2)) + "|")
+            for r in tables[(b, proto)]:
+                source = "ours" if r.source == _OURS else "*published*"
+                cells = [r.label, source] + _profile_cells(r.profile) + [_fmt(r.metrics.get(m), 4) for m in TABLE_METRICS]
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            lines.append("")
+    notes = _published_footnotes(published, list(evaluations))
+    if notes:
+        lines += ["Sources of published rows:", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def render_csv(
+    evaluations: Mapping[str, Mapping],
+    profiles: Mapping[str, Mapping[str, float]],
+    published: Sequence[PublishedResult] = PUBLISHED,
+) -> str:
+    """``tables.csv``: long form, one row per (benchmark, protocol, model), every metric unrounded.
+
+    Columns: benchmark, protocol, model, label, source, params, macs, cpu_latency_ms and the
+    eight metric names; empty cells where a value does not exist. Published rows have protocol
+    ``published`` and their source in ``source``.
+    """
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["benchmark", "protocol", "model", "label", "source", "params", "macs", "cpu_latency_ms", *ALL_METRICS])
+    seen_published = set()
+    for (b, _), rows in _rows(evaluations, profiles, published).items():
+        for r in rows:
+            if r.protocol == "published":
+                # A published row appears under every protocol in md/tex; once here.
+                if (b, r.model) in seen_published:
+                    continue
+                seen_published.add((b, r.model))
+            prof = [_csv_num(r.profile.get(k)) for k in ("params", "macs", "cpu_latency_ms")]
+            w.writerow([b, r.protocol, r.model, r.label, r.source, *prof, *[_csv_num(r.metrics.get(m)) for m in ALL_METRICS]])
+    return buf.getvalue()
+
+
+def _csv_num(v: float | None) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # counts (params, MACs) stay integers
+    return repr(float(v))
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX_ESCAPES.get(c, c) for c in s).replace("–", "--")
+
+
+def render_latex(
+    evaluations: Mapping[str, Mapping],
+    profiles: Mapping[str, Mapping[str, float]],
+    published: Sequence[PublishedResult] = PUBLISHED,
+) -> str:
+    """``tables.tex``: the md tables as booktabs ``table`` environments (needs ``booktabs``)."""
+    tables = _rows(evaluations, profiles, published)
+    out = ["% Generated by semipkd.report; requires \\usepackage{booktabs}.", ""]
+    ncols = 4 + len(TABLE_METRICS)
+    for proto in _PROTOCOL_ORDER + tuple(sorted({p for _, p in tables} - set(_PROTOCOL_ORDER))):
+        for b, p in tables:
+            if p != proto:
+                continue
+            rows = tables[(b, p)]
+            out += [
+                r"\begin{table}[t]",
+                r"\centering",
+                rf"\caption{{{_tex(_BENCHMARK_LABELS.get(b, b))} val, {_tex(_PROTOCOL_LABELS.get(proto, proto))}."
+                r" Rows marked $^\dagger$ are published numbers, not measured here.}",
+                rf"\label{{tab:{b.replace('_', '-')}-{proto.replace('_', '-')}}}",
+                r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
+                r"\toprule",
+                " & ".join(["Model", "Params (M)", "MACs (G)", "CPU (ms)"] + [_TEX_METRIC_HEADERS[m] for m in TABLE_METRICS]) + r" \\",
+                r"\midrule",
+            ]
+            for r in rows:
+                label = _tex(r.label) + ("" if r.source == _OURS else r"$^\dagger$")
+                numbers = _profile_cells(r.profile) + [_fmt(r.metrics.get(m), 4) for m in TABLE_METRICS]
+                out.append(" & ".join([label] + [_tex(c) for c in numbers]) + r" \\")
+            out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    notes = _published_footnotes(published, list(evaluations))
+    if notes:
+        out += ["% Sources of published rows:"] + [f"% - {n}" for n in notes] + [""]
+    return "\n".join(out)
+
+
+def write_tables(
+    out_dir: str | Path,
+    evaluations: Mapping[str, Mapping],
+    profiles: Mapping[str, Mapping[str, float]],
+    published: Sequence[PublishedResult] = PUBLISHED,
+) -> list[Path]:
+    """Write ``tables.md``, ``tables.csv`` and ``tables.tex`` into ``out_dir`` atomically."""
+    if not evaluations:
+        raise ValueError("write_tables: no evaluation results given")
+    out_dir = Path(out_dir)
+    written = []
+    for name, render in (("tables.md", render_markdown), ("tables.csv", render_csv), ("tables.tex", render_latex)):
+        path = out_dir / name
+        atomic_write_text(path, render(evaluations, profiles, published))
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def _save(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_examples_grid(
+    examples: Sequence[Any],
+    path: str | Path,
+    *,
+    models: Sequence[str] = ("teacher", "student"),
+    title: str = "",
+) -> Path:
+    """Per-benchmark grid: one row per example; image, ground truth, then each model's map.
+
+    ``examples`` are :class:`semipkd.evaluate.Example` (``name``, ``image`` uint8 (h, w, 3),
+    ``density`` float (h, w), ``fixations`` bool (h, w), ``predictions`` name -> (h, w)).
+    Fixations are drawn as red dots over the ground truth and over every model's map. Models
+    missing from an example are skipped with a warning.
+    """
+    if not examples:
+        raise ValueError(f"{path}: no examples to draw")
+    present = [m for m in models if all(m in e.predictions for e in examples)]
+    for m in models:
+        if m not in present:
+            log.warning("examples grid %s: model %r missing from the examples, column left out", path, m)
+    cols = ["image", "ground truth"] + [_MODEL_LABELS.get(m, m) for m in present]
+    # rows as tall as their images are at the columns' width, so no band of white between them
+    aspects = [e.density.shape[0] / e.density.shape[1] for e in examples]
+    cell = 2.2
+    fig, axes = plt.subplots(
+        len(examples),
+        len(cols),
+        figsize=(cell * len(cols), cell * sum(aspects) + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": aspects},
+        layout="constrained",
+    )
+    for r, e in enumerate(examples):
+        ys, xs = np.nonzero(e.fixations)
+        panels = [e.image, e.density] + [e.predictions[m] for m in present]
+        for c, panel in enumerate(panels):
+            ax = axes[r, c]
+            if c == 0:
+                ax.imshow(panel)
+                ax.set_ylabel(str(e.name), fontsize=7)
+            else:
+                # each map stretched to its own range: the scale of a saliency map carries no
+                # meaning (every metric normalises it), its shape does
+                lo, hi = float(np.min(panel)), float(np.max(panel))
+                ax.imshow(panel, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+                ax.scatter(xs, ys, s=2, c="red", marker="o", linewidths=0)
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def read_dvclive_history(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-epoch histories dvclive wrote under ``<run_dir>/plots/metrics/**/<name>.tsv``.
+
+    Returns ``{metric path relative to plots/metrics without .tsv: (steps, values)}``, e.g.
+    ``{"train/loss": (array([0, 1, ...]), array([...]))}``. Each TSV has a ``step`` column and
+    one value column named like the file (dvclive adds a ``timestamp`` column, ignored).
+    """
+    import pandas as pd
+
+    root = Path(run_dir) / "plots" / "metrics"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no dvclive history (expected folder {root})")
+    out = {}
+    for tsv in sorted(root.rglob("*.tsv")):
+        key = tsv.relative_to(root).with_suffix("").as_posix()
+        df = pd.read_csv(tsv, sep="\t")
+        value_cols = [c for c in df.columns if c not in ("step", "timestamp")]
+        if "step" not in df.columns or len(value_cols) != 1:
+            raise ValueError(f"{tsv}: expected columns step and one value column, got {list(df.columns)}")
+        out[key] = (df["step"].to_numpy(), df[value_cols[0]].to_numpy(dtype=np.float64))
+    return out
+
+
+def plot_learning_curves(runs: Mapping[str, str | Path] | Sequence[str | Path], path: str | Path) -> Path:
+    """Learning curves: one panel per metric, one line per run (a dvclive folder).
+
+    ``runs`` maps a label to a dvclive folder, or is a list of folders (labelled by folder name).
+    """
+    if not isinstance(runs, Mapping):
+        runs = {Path(r).name: r for r in runs}
+    if not runs:
+        raise ValueError(f"{path}: no runs given")
+    histories = {label: read_dvclive_history(d) for label, d in runs.items()}
+    names = sorted({k for h in histories.values() for k in h})
+    if not names:
+        raise ValueError(f"{path}: the runs {list(runs)} hold no .tsv histories")
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.8 * nrows), squeeze=False, layout="constrained")
+    for ax, name in zip(axes.flat, names):
+        for label, h in histories.items():
+            if name in h:
+                steps, vals = h[name]
+                ax.plot(steps, vals, marker="o", markersize=2.5, label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_ablation_gap(
+    evaluations: Mapping[str, Mapping],
+    path: str | Path,
+    *,
+    protocol: str = "benchmark",
+    metrics: Sequence[str] = TABLE_METRICS,
+    student: str = "student",
+    ablation: str = "student_no_pseudo",
+) -> Path:
+    """Bar chart of ``student - student_no_pseudo`` per benchmark, one panel per metric.
+
+    A positive bar means pseudo-labels helped, except for KLD where lower is better (its panel
+    says so). Benchmarks lacking either model are left out with a warning.
+    """
+    benchmarks = []
+    for b in _ordered(evaluations, _BENCHMARK_ORDER):
+        s = evaluations[b]
+        if student in s and ablation in s and protocol in s[student] and protocol in s[ablation]:
+            benchmarks.append(b)
+        else:
+            log.warning("ablation gap: %s lacks %s or %s under protocol %s; left out", b, student, ablation, protocol)
+    if not benchmarks:
+        raise ValueError(f"{path}: no benchmark has both {student!r} and {ablation!r} under {protocol!r}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False, layout="constrained")
+    x = np.arange(len(benchmarks))
+    for ax, m in zip(axes[0], metrics):
+        gaps = np.array(
+            [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan) for b in benchmarks]
+        )
+        better = (gaps < 0) if m == "kld" else (gaps > 0)
+        ax.bar(x, gaps, color=np.where(better, "tab:green", "tab:red"))
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(x, [_BENCHMARK_LABELS.get(b, b) for b in benchmarks], rotation=45, ha="right", fontsize=7)
+        ax.set_title(_METRIC_HEADERS.get(m, m) + (" (lower is better)" if m == "kld" else ""), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Student minus student without pseudo-labels ({protocol} protocol); green = pseudo-labels helped", fontsize=9)
+    return _save(fig, path)

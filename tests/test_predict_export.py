@@ -1,0 +1,210 @@
+"""Tests of the user-facing CLIs: ``python -m semipkd.predict`` and ``python -m semipkd.export``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from semipkd import predict as pr
+from semipkd.models import build_model, checkpoint_payload
+
+OUT = (32, 32)  # model output size; also its input size (the checkpoint records no input size)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """A tiny real student (mobilenet_v2, random weights) saved as a checkpoint."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", output_size=OUT, pretrained=False).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    torch.save(checkpoint_payload(model), path)
+    return model, path
+
+
+def _write(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(path.suffix, img)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    files = {
+        "a.jpg": (rng.random((40, 60, 3)) * 255).astype(np.uint8),
+        "b.png": (rng.random((33, 21, 3)) * 255).astype(np.uint8),
+        "sub/c.png": (rng.random((50, 50)) * 255).astype(np.uint8),  # grayscale
+        "sub/d.jpeg": (rng.random((17, 80, 3)) * 255).astype(np.uint8),
+    }
+    for rel, img in files.items():
+        _write(root / rel, img)
+    (root / "notes.txt").write_text("not an image, and not picked up")
+    return root, {rel: img.shape[:2] for rel, img in files.items()}
+
+
+def _read_png(path):
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+def test_predict_cli_writes_one_8bit_png_per_image_at_original_size(student, image_folder, tmp_path):
+    _, ckpt = student
+    root, sizes = image_folder
+    out = tmp_path / "maps"
+    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--batch-size", "3", "--device", "cpu"])
+    assert rc == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["a.png", "b.png", "sub/c.png", "sub/d.png"]
+    for rel, size in sizes.items():
+        m = _read_png(out / Path(rel).with_suffix(".png"))
+        assert m.dtype == np.uint8 and m.ndim == 2  # 8-bit single channel
+        assert m.shape == size
+        assert m.max() == 255  # max-normalised
+    assert not [p for p in out.rglob(".*")]  # no temp files left behind
+
+
+def test_predicted_png_is_the_model_map_resized_to_the_original(student, tmp_path):
+    """Known answer: compute the map with the model directly and compare with the PNG."""
+    from semipkd.data import resize_image
+    from semipkd.metrics import resize_to
+
+    model, ckpt = student
+    rng = np.random.default_rng(3)
+    img = (rng.random((45, 70, 3)) * 255).astype(np.uint8)
+    _write(tmp_path / "x.png", img[:, :, ::-1])  # cv2 writes BGR
+    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    x = torch.from_numpy(resize_image(img, OUT)).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        ref = resize_to(model(x).double(), (45, 70))[0].clamp(min=0)
+    ref = np.round((ref / ref.max() * 255).numpy())
+    got = _read_png(tmp_path / "o" / "x.png").astype(np.float64)
+    assert np.abs(got - ref).max() <= 1.0  # float32 inference vs float64 reference: at most one grey level
+    assert np.mean(got == ref) > 0.95
+
+
+def test_predict_skips_a_bad_image_by_name(student, image_folder, tmp_path, caplog):
+    _, ckpt = student
+    root, sizes = image_folder
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "empty.png").write_bytes(b"")
+    out = tmp_path / "maps"
+    with caplog.at_level(logging.WARNING):
+        rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--on-error", "skip", "--device", "cpu"])
+    assert rc == 0
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png", "c.png", "d.png"]
+    assert "broken.jpg" in caplog.text and "empty.png" in caplog.text
+
+
+def test_predict_fails_on_a_bad_image_by_default(student, image_folder, tmp_path, caplog):
+    _, ckpt = student
+    root, _ = image_folder
+    (root / "aa_broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "maps"
+    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--device", "cpu"])
+    assert rc == 2
+    assert "aa_broken.jpg" in caplog.text and "not a decodable image" in caplog.text
+    assert not (out / "aa_broken.png").exists()
+
+
+def test_predict_paths_summary_and_raise(student, image_folder, tmp_path):
+    model, _ = student
+    root, _ = image_folder
+    (root / "bad.png").write_bytes(b"nope")
+    paths = pr.list_images(root)
+    outs = pr.output_paths(paths, root, tmp_path / "o")
+    s = pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", batch_size=2, on_error="skip", progress=False)
+    assert [p.name for p, _ in s.failed] == ["bad.png"] and len(s.written) == 4
+    with pytest.raises(pr.ImageReadError, match="bad.png"):
+        pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", batch_size=2, on_error="raise", progress=False)
+    with pytest.raises(ValueError, match="on_error"):
+        pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", on_error="ignore")
+
+
+def test_predict_input_errors(student, tmp_path, caplog):
+    _, ckpt = student
+    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in caplog.text
+    (tmp_path / "empty").mkdir()
+    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert "no images" in caplog.text
+    assert pr.main(["--model", str(tmp_path / "missing.pt"), "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit):
+        pr.main(["--model", str(ckpt), "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--on-error", "ignore"])
+    # two inputs that would write the same PNG
+    _write(tmp_path / "dup" / "x.jpg", np.zeros((8, 8, 3), np.uint8))
+    _write(tmp_path / "dup" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="both be written"):
+        pr.output_paths(pr.list_images(tmp_path / "dup"), tmp_path / "dup", tmp_path / "o")
+
+
+def test_map_to_uint8_known_values():
+    m = torch.tensor([[0.0, 0.25], [0.5, 0.5]])
+    assert pr.map_to_uint8(m, (2, 2)).tolist() == [[0, 128], [255, 255]]
+    assert pr.map_to_uint8(torch.zeros(3, 3), (5, 4)).tolist() == np.zeros((5, 4), np.uint8).tolist()
+    up = pr.map_to_uint8(torch.rand(4, 6), (40, 60))
+    assert up.shape == (40, 60) and up.dtype == np.uint8 and up.max() == 255
+
+
+def test_model_input_size():
+    class M(nn.Module):
+        config = {"output_size": [24, 32]}
+
+    assert pr.model_input_size(M()) == (24, 32)
+    M.config = {"output_size": [24, 32], "input_size": [48, 64]}
+    assert pr.model_input_size(M()) == (48, 64)
+    assert pr.model_input_size(M(), (8, 8)) == (8, 8)
+    with pytest.raises(ValueError):
+        pr.model_input_size(M(), (0, 8))
+
+
+# --------------------------------------------------------------------------------------------
+# export
+
+
+def test_export_cli_matches_pytorch_in_onnxruntime(student, tmp_path):
+    import onnxruntime as ort
+
+    from semipkd import export
+
+    model, ckpt = student
+    out = tmp_path / "student.onnx"
+    assert export.main(["--model", str(ckpt), "--output", str(out), "--input-size", "32", "32"]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["image"] and [o.name for o in sess.get_outputs()] == ["saliency"]
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))  # batch 3: dynamic axis
+    (got,) = sess.run(None, {"image": x.numpy()})
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    assert got.shape == ref.shape == (3, *OUT)
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_export_refuses_a_graph_outside_tolerance(tmp_path, caplog):
+    from semipkd import export
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.conv(x))[:, 0]
+
+    out = tmp_path / "tiny.onnx"
+    assert export.export_onnx(Tiny(), out, (8, 12)) <= 1e-6
+    before = out.read_bytes()
+    # a negative tolerance cannot be met: the check must fail and leave the old file as it was
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export.export_onnx(Tiny(), out, (8, 12), tolerance=-1.0)
+    assert out.read_bytes() == before and not list(tmp_path.glob(".*"))
+    assert export.main(["--model", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "missing.pt" in caplog.text and not (tmp_path / "x.onnx").exists()
