@@ -1,0 +1,791 @@
+"""The one training loop: teacher, distilled student and fine-tuning differ only in their data.
+
+:func:`fit` runs ``cfg.epochs`` epochs. Each epoch is one pass over the labelled set (labelled
+loss: KLD + (1 - CC) + (1 - sigmoid(NSS))) and, when ``pseudo`` is given, one pass over the
+pseudo-labelled pool (pseudo loss: KLD + (1 - CC) + (1 - SIM)), then a validation pass. The
+pieces, and why each is as it is:
+
+* **EMA self-distillation.** An exponential moving average of the weights
+  (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(cfg.ema_decay)``,
+  buffers averaged too, so its BatchNorm statistics follow the model's) is updated after every
+  optimizer step. From epoch ``cfg.ema_start_epoch`` on (0-based; 1 = the paper's "from the
+  second epoch") every target map is mixed with the EMA's prediction,
+  ``target = ema + ema_mix * (target - ema)`` (:func:`mix_with_ema`). The EMA runs in eval mode
+  under ``no_grad``: it is a teacher, not a second student.
+* **Optimiser.** AdamW; the learning rate follows a cosine from ``cfg.lr`` to 0 over the total
+  number of optimizer steps of the run (labelled + pseudo passes of all epochs), stepped per
+  step so the schedule does not depend on how the steps fall into epochs.
+* **Mixed precision.** ``cfg.amp`` on CUDA: bf16 autocast where the GPU has it, else fp16 with a
+  ``GradScaler``. Losses and metrics are always computed in float32. Off on the CPU.
+* **Resume.** Every epoch ends with an atomic ``ckpt_dir/last.pt``: model, EMA, optimizer,
+  scheduler, scaler, the best weights so far, the per-epoch history, and the RNG states of
+  every process. A run that finds it (with a matching config) continues from it and ends with
+  the same weights as a run that was never interrupted (bitwise on the CPU).
+* **Determinism.** The data order of epoch ``e`` is a permutation drawn from a generator seeded
+  by ``(seed, e, pass)`` (:class:`GlobalBatchSampler`), the datasets' augmentation is seeded per
+  epoch through ``set_epoch(e)``, and the loaders are rebuilt each epoch, so the order depends on
+  neither the number of loader workers nor on how many epochs ran in this process.
+* **DDP.** Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in
+  ``DistributedDataParallel`` and each of the N processes takes a contiguous 1/N slice of every
+  global batch (per-process batch = ``cfg.batch_size // N``), so the N slices of step ``s`` are
+  exactly the batch a single process would see at step ``s`` and the averaged gradient is the
+  same up to float rounding. On CUDA BatchNorm becomes ``SyncBatchNorm`` so its batch
+  statistics, too, are those of the global batch. Only rank 0 logs, writes checkpoints, dvclive
+  files and the model.
+* **Non-finite losses.** ``cfg.nonfinite == "raise"`` stops with an error naming the epoch, pass
+  and step (the model file is not written); ``"skip"`` skips that optimizer step (the learning
+  rate schedule still advances) and counts it in the summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+import types
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from semipkd.io import atomic_torch_save
+from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
+
+__all__ = [
+    "fit",
+    "mix_with_ema",
+    "GlobalBatchSampler",
+    "ShardSampler",
+    "CheckpointError",
+    "NonFiniteLossError",
+    "SELECT_METRICS",
+    "CKPT_VERSION",
+]
+
+log = logging.getLogger(__name__)
+
+#: Validation metrics an epoch can be selected on, and whether larger is better.
+SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(
+    {"loss": False, "kld": False, "cc": True, "nss": True, "sim": True}
+)
+#: Format version of ``last.pt``; a different one is not resumed from.
+CKPT_VERSION = 1
+# Config fields that do not change the result: a resume with a different value is still exact.
+_RESULT_NEUTRAL_FIELDS = ("num_workers",)
+# Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
+_STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
+_EPS = 1e-12
+
+
+class CheckpointError(RuntimeError):
+    """A resume checkpoint that exists but cannot be used; the message names the file."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss was NaN or infinite (``nonfinite: raise``); names epoch, pass and step."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces that are tested on their own
+
+
+def mix_with_ema(target: torch.Tensor, ema_pred: torch.Tensor, mix: float) -> torch.Tensor:
+    """The EMA self-distillation target, ``ema + mix * (target - ema)``, as a max-1 map.
+
+    ``target``, ``ema_pred``: (B, H, W) non-negative maps (a max-normalised density or cached
+    pseudo-label, and the EMA model's sigmoid output in [0, 1]). Both are first normalised to sum
+    1 per image, i.e. treated as the fixation distributions that KLD, CC and SIM compare, so the
+    mix is the mixture of the two distributions with weight ``mix`` on the target; without this
+    a network output with a raised floor would outweigh a peaky density map. The result is
+    rescaled to max 1 per image to keep the ``[0, 1]`` map convention (every loss term is
+    invariant to that scale). Returns float32 (B, H, W) in [0, 1]; an all-zero pair gives zeros.
+    """
+    if target.shape != ema_pred.shape:
+        raise ValueError(f"target {tuple(target.shape)} and EMA prediction {tuple(ema_pred.shape)} differ in shape")
+    t = target.float()
+    e = ema_pred.float()
+    t = t / t.sum(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
+    e = e / e.sum(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
+    m = e + mix * (t - e)
+    return m / m.amax(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
+
+
+def _derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (seed, epoch, stream); distinct keys give unrelated seeds."""
+    state = np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """Indices of this process's share of each global batch of a seeded random permutation.
+
+    Epoch order: ``perm = randperm(n, generator seeded by seed_key)``; global batch ``s`` is
+    ``perm[s*G:(s+1)*G]`` with ``G = per_rank_batch * world_size``, and rank ``r`` takes its
+    contiguous slice ``[r*b:(r+1)*b]``. The incomplete last batch is dropped (every step has the
+    full batch, which BatchNorm needs). Use with ``DataLoader(batch_size=per_rank_batch)``.
+    """
+
+    def __init__(self, n: int, per_rank_batch: int, *, rank: int, world_size: int, seed_key: int) -> None:
+        if per_rank_batch < 1:
+            raise ValueError(f"per_rank_batch must be >= 1, got {per_rank_batch}")
+        self.n, self.b, self.rank, self.world_size, self.seed_key = n, per_rank_batch, rank, world_size, seed_key
+        self.steps = n // (per_rank_batch * world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed_key)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        global_b = self.b * self.world_size
+        for s in range(self.steps):
+            start = s * global_b + self.rank * self.b
+            yield from perm[start : start + self.b]
+
+    def __len__(self) -> int:
+        return self.steps * self.b
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r``'s contiguous, unpadded share of ``range(n)`` in order (validation)."""
+
+    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
+        per = -(-n // world_size)
+        self.indices = range(min(n, rank * per), min(n, (rank + 1) * per))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _plain(obj: Any) -> Any:
+    """A config (dataclass, mapping, tuple) as plain JSON-able dicts and lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _weights(obj: Any, keys: tuple[str, ...], where: str) -> dict[str, float]:
+    """Loss weights from a mapping or dataclass, as a plain dict with exactly ``keys``."""
+    w = _plain(obj)
+    if not isinstance(w, dict) or set(w) != set(keys):
+        raise ValueError(f"{where}: expected weights {{{', '.join(keys)}}}, got {w!r}")
+    return {k: float(w[k]) for k in keys}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch and CUDA RNG states as plain Python objects.
+
+    Bytes and lists rather than tensors and arrays: they pass through ``all_gather_object`` and
+    ``torch.load(weights_only=True)`` alike.
+    """
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *(v.item() if hasattr(v, "item") else v for v in np_state[2:])],
+        "torch": torch.get_rng_state().numpy().tobytes(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in state["cuda"]])
+
+
+def _cuda_mem(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}GiB"
+
+
+def _is_better(score: float, best: float | None, larger_is_better: bool) -> bool:
+    if not math.isfinite(score):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return score > best if larger_is_better else score < best
+
+
+def _set_epoch(dataset: Dataset | None, epoch: int) -> None:
+    if dataset is not None and hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+class _Distributed:
+    """The few collective operations the loop needs; plain pass-throughs in a single process."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device) -> None:
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.main = rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any_true(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        return self.all_sum([1.0 if flag else 0.0])[0] > 0
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def fit(
+    model: nn.Module,
+    *,
+    labelled: Dataset,
+    val: Dataset,
+    cfg: Any,
+    out_path: str | os.PathLike,
+    ckpt_dir: str | os.PathLike,
+    live_dir: str | os.PathLike,
+    device: torch.device | str,
+    seed: int,
+    pseudo: Dataset | None = None,
+    select_metric: str = "loss",
+) -> dict[str, Any]:
+    """Train ``model`` and write the best epoch's weights to ``out_path``.
+
+    Args:
+        model: a network mapping float32 (B, 3, H, W) images in [0, 1] to (B, h, w) maps in
+            [0, 1] (a :func:`semipkd.models.build_model` model). Trained in place; it ends with
+            the last epoch's weights (``out_path`` holds the best epoch's).
+        labelled: items ``{"image": (3, H, W) float [0, 1], "density": (h, w) float [0, 1],
+            "fixations": (h, w) {0, 1}, "index"}``; ``set_epoch(e)`` is called if present.
+        val: the same kind of items, not augmented; the best epoch is selected on it.
+        cfg: a :class:`semipkd.config.TrainConfig` (read by attribute).
+        out_path: the model file, ``checkpoint_payload(model)`` of the best epoch plus
+            ``{"epoch", "val", "train_config"}``; written once, when training is complete.
+        ckpt_dir: holds ``last.pt``, the resume checkpoint.
+        live_dir: dvclive folder (``metrics.json``, ``plots/metrics/**.tsv``).
+        device: where to train.
+        seed: seeds initial RNG states, data order and augmentation.
+        pseudo: optional pool of items ``{"image", "target": (h, w) float [0, 1], "index"}``.
+        select_metric: validation metric the best epoch is chosen by, one of
+            :data:`SELECT_METRICS` (``"loss"``: the labelled loss, lower is better).
+
+    Returns:
+        ``{"best_epoch", "val" (metrics of the best epoch), "epochs", "epochs_run" (in this
+        call), "images_per_s" (training images per second over the passes run in this call,
+        all processes together), "data_wait_share", "skipped_steps", "device", "world_size"}``.
+    """
+    from semipkd import losses as losses_mod
+    from semipkd.models import checkpoint_payload
+
+    if select_metric not in SELECT_METRICS:
+        raise ValueError(f"select_metric: {select_metric!r} is not one of {', '.join(SELECT_METRICS)}")
+    if cfg.nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite: {cfg.nonfinite!r} is not one of raise, skip")
+    device = torch.device(device)
+    out_path, ckpt_dir, live_dir = Path(out_path), Path(ckpt_dir), Path(live_dir)
+    ckpt_path = ckpt_dir / "last.pt"
+
+    rank, world_size = init_distributed(device)
+    dist_ = _Distributed(rank, world_size, device)
+    per_rank_batch = cfg.batch_size // world_size
+    if per_rank_batch < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the number of processes {world_size}")
+    if per_rank_batch * world_size != cfg.batch_size and dist_.main:
+        log.warning(
+            "batch_size %d is not divisible by %d processes: the global batch is %d",
+            cfg.batch_size,
+            world_size,
+            per_rank_batch * world_size,
+        )
+    global_batch = per_rank_batch * world_size
+    for name, ds in (("labelled", labelled), ("pseudo", pseudo)):
+        if ds is not None and len(ds) < global_batch:
+            raise ValueError(f"{name} dataset has {len(ds)} items, fewer than one batch of {global_batch}")
+    if len(val) == 0:
+        raise ValueError("val dataset is empty: nothing to select the best epoch on")
+
+    loss_w = _weights(cfg.loss, ("kld", "cc", "nss"), "loss")
+    pseudo_w = _weights(cfg.pseudo_loss, ("kld", "cc", "sim"), "pseudo_loss")
+    train_config = _plain(cfg)
+    fingerprint = {
+        "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
+        "seed": seed,
+        "select_metric": select_metric,
+        "sizes": [len(labelled), 0 if pseudo is None else len(pseudo), len(val)],
+        "model_config": _plain(checkpoint_payload(model).get("model_config")),
+        "global_batch": global_batch,
+    }
+
+    # Model, EMA, optimiser, schedule, scaler.
+    seed_everything(seed + rank)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if world_size > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    ema.module.eval()
+    train_model: nn.Module = model
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(labelled) // global_batch + (0 if pseudo is None else len(pseudo) // global_batch)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    if cfg.amp and device.type != "cuda" and dist_.main:
+        log.info("amp: off on %s (mixed precision is used on CUDA only)", device.type)
+    elif dtype is not None and dist_.main:
+        log.info("amp: %s%s", str(dtype).removeprefix("torch."), " with GradScaler" if scaler.is_enabled() else "")
+
+    # Resume.
+    state = {"epoch": -1, "best": None, "history": [], "skipped_steps": 0}
+    ckpt = _load_checkpoint(ckpt_path, fingerprint, main=dist_.main)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = {k: ckpt[k] for k in ("epoch", "best", "history", "skipped_steps")}
+        rngs = ckpt["rng"]
+        if rank < len(rngs) and len(rngs) == world_size:
+            _set_rng_state(rngs[rank])
+        else:
+            seed_everything(_derive_seed(seed, state["epoch"], rank) % 2**62)
+            if dist_.main:
+                log.warning("%s was written by %d processes, now %d: RNG states re-seeded", ckpt_path, len(rngs), world_size)
+        if dist_.main:
+            log.info("resuming from %s after epoch %d of %d", ckpt_path, state["epoch"] + 1, cfg.epochs)
+        del ckpt
+
+    live = None
+    if dist_.main:
+        from dvclive import Live
+
+        # Rebuilt from the checkpoint's history on every start: the files then hold exactly one
+        # row per finished epoch, however often the run was killed between a log and a save.
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=False)
+        for row in state["history"]:
+            _log_live(live, row)
+
+    first_epoch = state["epoch"] + 1
+    train_images = 0
+    train_seconds = 0.0
+    wait_seconds = 0.0
+    if cfg.epochs == 0 and state["best"] is None:
+        # Nothing to train: the given weights are the result, scored once.
+        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, losses_mod, dist_)
+        state["best"] = {"epoch": None, "score": metrics[select_metric], "val": metrics, "model": _cpu_state(model)}
+
+    for epoch in range(first_epoch, cfg.epochs):
+        epoch_start = time.perf_counter()
+        lr0 = optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr0}
+        passes = [("labelled", labelled, _STREAM_LABELLED)]
+        if pseudo is not None:
+            passes.append(("pseudo", pseudo, _STREAM_PSEUDO))
+        for kind, dataset, stream in passes:
+            out = _train_pass(
+                kind=kind,
+                dataset=dataset,
+                epoch=epoch,
+                stream=stream,
+                seed=seed,
+                cfg=cfg,
+                device=device,
+                per_rank_batch=per_rank_batch,
+                model=model,
+                train_model=train_model,
+                ema=ema,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                loss_fn=losses_mod.labelled_loss if kind == "labelled" else losses_mod.pseudo_loss,
+                weights=loss_w if kind == "labelled" else pseudo_w,
+                dist_=dist_,
+            )
+            row["train/loss" if kind == "labelled" else "train/pseudo_loss"] = out["loss"]
+            state["skipped_steps"] += out["skipped"]
+            train_images += out["images"]
+            train_seconds += out["seconds"]
+            wait_seconds += out["wait_seconds"]
+        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, losses_mod, dist_)
+        row.update({f"val/{k}": v for k, v in metrics.items()})
+        state["history"].append(row)
+        best = state["best"]
+        if _is_better(metrics[select_metric], None if best is None else best["score"], SELECT_METRICS[select_metric]):
+            state["best"] = {"epoch": epoch, "score": metrics[select_metric], "val": metrics, "model": _cpu_state(model)}
+        state["epoch"] = epoch
+        rngs = dist_.gather(_rng_state())
+        if dist_.main:
+            _save_checkpoint(ckpt_path, fingerprint, state, model, ema, optimizer, scheduler, scaler, rngs)
+            _log_live(live, row)
+            log.info(
+                "epoch %d/%d: %s | %.0f s%s",
+                epoch + 1,
+                cfg.epochs,
+                ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
+                time.perf_counter() - epoch_start,
+                f" | max GPU memory {_cuda_mem(device)}" if device.type == "cuda" else "",
+            )
+
+    best = state["best"]
+    if best is None:  # every validation was NaN: keep the last weights, say so
+        if dist_.main:
+            log.warning("no epoch had a finite val %s; writing the last epoch's weights", select_metric)
+        last = state["history"][-1] if state["history"] else {}
+        best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}, "model": _cpu_state(model)}
+    if dist_.main:
+        payload = checkpoint_payload(model)
+        payload["model"] = best["model"]
+        payload.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
+        atomic_torch_save(out_path, payload)
+        live.end()
+        log.info(
+            "best epoch %s of %d (val %s %.4f) -> %s",
+            "-" if best["epoch"] is None else best["epoch"] + 1,
+            cfg.epochs,
+            select_metric,
+            best["val"].get(select_metric, float("nan")),
+            out_path,
+        )
+    dist_.barrier()
+    return {
+        "best_epoch": best["epoch"],
+        "val": dict(best["val"]),
+        "epochs": cfg.epochs,
+        "epochs_run": max(0, cfg.epochs - first_epoch),
+        "images_per_s": train_images / train_seconds if train_seconds > 0 else 0.0,
+        "data_wait_share": wait_seconds / train_seconds if train_seconds > 0 else 0.0,
+        "skipped_steps": state["skipped_steps"],
+        "device": str(device),
+        "world_size": world_size,
+    }
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+
+
+def _log_live(live: Any, row: Mapping[str, Any]) -> None:
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key, float(value))
+    live.next_step()
+
+
+def _make_loader(dataset: Dataset, sampler: Sampler, batch: int, cfg: Any, device: torch.device, key: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,  # the sampler already yields whole batches only
+        # Seeds the workers' base seed; with a fresh generator per epoch and pass it does not
+        # depend on the global RNG or on how many batches earlier loaders drew.
+        generator=torch.Generator().manual_seed(key),
+    )
+
+
+def _train_pass(
+    *,
+    kind: str,
+    dataset: Dataset,
+    epoch: int,
+    stream: int,
+    seed: int,
+    cfg: Any,
+    device: torch.device,
+    per_rank_batch: int,
+    model: nn.Module,
+    train_model: nn.Module,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    loss_fn: Any,
+    weights: dict[str, float],
+    dist_: _Distributed,
+) -> dict[str, float]:
+    """One pass over ``dataset``; returns mean loss, images, seconds, data-wait seconds, skips."""
+    _set_epoch(dataset, epoch)
+    sampler = GlobalBatchSampler(
+        len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream)
+    )
+    loader = _make_loader(dataset, sampler, per_rank_batch, cfg, device, _derive_seed(seed, epoch, stream, _STREAM_LOADER))
+    # ema_mix = 1 keeps the target as it is: no need to run the EMA model at all.
+    use_ema = epoch >= cfg.ema_start_epoch and cfg.ema_mix < 1.0
+    channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    global_batch = per_rank_batch * dist_.world_size
+    train_model.train()
+    bar = tqdm(
+        total=sampler.steps * global_batch,
+        desc=f"epoch {epoch + 1}/{cfg.epochs} {kind}",
+        unit="img",
+        disable=None if dist_.main else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    loss_sum = 0.0
+    counted = 0
+    skipped = 0
+    wait = 0.0
+    report_every = max(1, sampler.steps // 10)
+    start = time.perf_counter()
+    it = iter(loader)
+    for step in range(sampler.steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        wait += time.perf_counter() - t0
+        x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=channels_last)
+        target = batch["density" if kind == "labelled" else "target"].to(device, non_blocking=True).float()
+        if use_ema:
+            with torch.no_grad(), autocast(device, cfg.amp):
+                ema_pred = ema.module(x)
+            target = mix_with_ema(target, ema_pred.float(), cfg.ema_mix)
+        # BatchNorm updates its running statistics in the forward pass: a batch whose loss turns
+        # out non-finite would poison them, so with "skip" they are restored from this copy.
+        saved_buffers = [b.detach().clone() for b in model.buffers()] if cfg.nonfinite == "skip" else None
+        with autocast(device, cfg.amp):
+            pred = train_model(x)
+        pred = pred.float()
+        # The metrics refuse NaN inputs, so a NaN prediction is caught before the loss is built.
+        finite = bool(torch.isfinite(pred).all()) and bool(torch.isfinite(target).all())
+        loss_value = float("nan")
+        if finite:
+            if kind == "labelled":
+                fixations = batch["fixations"].to(device, non_blocking=True)
+                loss = loss_fn(pred, target, fixations, weights)
+            else:
+                loss = loss_fn(pred, target, weights)
+            loss_value = float(loss.detach())
+            finite = math.isfinite(loss_value)
+        if dist_.any_true(not finite):
+            where = f"epoch {epoch + 1} (0-based {epoch}), {kind} pass, step {step + 1} of {sampler.steps}"
+            if cfg.nonfinite == "raise":
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss_value}) at {where}; "
+                    "set nonfinite: skip to skip such steps, or check the data and learning rate"
+                )
+            log.warning("non-finite loss (%s) at %s: step skipped", loss_value, where)
+            skipped += 1
+            # A zero backward keeps DDP's gradient hooks in step on every process; no update follows.
+            (pred.nan_to_num(0.0) * 0.0).sum().backward()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, saved in zip(model.buffers(), saved_buffers):
+                    b.copy_(saved)
+            scheduler.step()  # the schedule counts steps, taken or not
+            bar.update(global_batch)
+            continue
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        ema.update_parameters(model)
+        loss_sum += loss_value
+        counted += 1
+        bar.update(global_batch)
+        postfix = {"loss": f"{loss_sum / counted:.4f}", "lr": f"{optimizer.param_groups[0]['lr']:.2e}"}
+        if device.type == "cuda":
+            postfix["mem"] = _cuda_mem(device)
+        bar.set_postfix(postfix, refresh=False)
+        if bar.disable and dist_.main and sampler.steps >= 20 and (step + 1) % report_every == 0 and step + 1 < sampler.steps:
+            # No terminal (a DVC run, a log file): a line every ~10% instead of the bar.
+            done = time.perf_counter() - start
+            rate = (step + 1) * global_batch / done
+            log.info(
+                "epoch %d %s: %d/%d steps, %.1f img/s, ETA %.0f s",
+                epoch + 1,
+                kind,
+                step + 1,
+                sampler.steps,
+                rate,
+                (sampler.steps - step - 1) * global_batch / rate,
+            )
+    seconds = time.perf_counter() - start
+    bar.close()
+    del it, loader
+    loss_sum, counted = dist_.all_sum([loss_sum, float(counted)])
+    return {
+        "loss": loss_sum / counted if counted else float("nan"),
+        "images": sampler.steps * global_batch,
+        "seconds": seconds,
+        "wait_seconds": wait,
+        "skipped": skipped,
+    }
+
+
+@torch.no_grad()
+def _validate(
+    model: nn.Module,
+    val: Dataset,
+    cfg: Any,
+    device: torch.device,
+    batch: int,
+    loss_w: dict[str, float],
+    losses_mod: Any,
+    dist_: _Distributed,
+) -> dict[str, float]:
+    """Mean labelled loss and CC, KLD, NSS, SIM over ``val`` (all processes together).
+
+    Metrics are per-image means; the loss, a batch mean, is weighted by batch size.
+    """
+    from semipkd import metrics as m
+
+    _set_epoch(val, 0)
+    was_training = model.training
+    model.eval()
+    sampler = ShardSampler(len(val), rank=dist_.rank, world_size=dist_.world_size)
+    loader = DataLoader(val, batch_size=batch, sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    sums = {"loss": 0.0, "cc": 0.0, "kld": 0.0, "nss": 0.0, "sim": 0.0}
+    n = 0
+    for b in tqdm(loader, desc="val", unit="batch", disable=None if dist_.main else True, leave=False):
+        x = b["image"].to(device, non_blocking=True).contiguous(memory_format=channels_last)
+        density = b["density"].to(device, non_blocking=True).float()
+        fixations = b["fixations"].to(device, non_blocking=True)
+        with autocast(device, cfg.amp):
+            pred = model(x)
+        pred = pred.float()
+        k = pred.shape[0]
+        sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w)) * k
+        sums["cc"] += float(m.cc(pred, density).sum())
+        sums["kld"] += float(m.kld(pred, density).sum())
+        sums["nss"] += float(m.nss(pred, fixations).sum())
+        sums["sim"] += float(m.sim(pred, density).sum())
+        n += k
+    keys = list(sums)
+    totals = dist_.all_sum([sums[k] for k in keys] + [float(n)])
+    model.train(was_training)
+    return {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
+
+
+def _save_checkpoint(
+    path: Path,
+    fingerprint: dict[str, Any],
+    state: dict[str, Any],
+    model: nn.Module,
+    ema: AveragedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    rngs: list[dict[str, Any]],
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            "version": CKPT_VERSION,
+            "fingerprint": fingerprint,
+            "epoch": state["epoch"],
+            "best": state["best"],
+            "history": state["history"],
+            "skipped_steps": state["skipped_steps"],
+            "model": _unwrap(model).state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rngs,
+        },
+    )
+
+
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any], *, main: bool) -> dict[str, Any] | None:
+    """The resume checkpoint at ``path`` if it belongs to this run, else None (fresh start).
+
+    An unreadable file is an error, not a silent restart: deleting days of training is the
+    user's call. A readable one written for another config is ignored with a warning (and
+    overwritten after the first epoch).
+    """
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a truncated or foreign file
+        raise CheckpointError(
+            f"{path}: resume checkpoint cannot be read ({type(exc).__name__}: {exc}); "
+            "delete it to start this stage from scratch"
+        ) from exc
+    required = ("version", "fingerprint", "epoch", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "best", "history")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
+        raise CheckpointError(f"{path}: not a semipkd resume checkpoint (missing keys); delete it to start from scratch")
+    if ckpt["version"] != CKPT_VERSION or ckpt["fingerprint"] != fingerprint:
+        if main:
+            old = ckpt["fingerprint"] if isinstance(ckpt["fingerprint"], dict) else {}
+            diff = _diff_keys(old, fingerprint)
+            log.warning(
+                "%s was written for a different run configuration (%s): ignoring it and training from scratch",
+                path,
+                "; ".join(diff) or "format version",
+            )
+        return None
+    return ckpt
+
+
+def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out

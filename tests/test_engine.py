@@ -1,0 +1,477 @@
+"""The training engine: learning, EMA mix, resume (in-process crash and a real SIGKILL),
+non-finite losses, determinism (repeat runs, 0 vs 2 loader workers), outputs.
+
+Everything runs a mobilenet_v2 saliency model on 64x64 inputs and 32x32 maps written in the
+prepared-cache format (docs/architecture.md) into tmp folders; a run is a few seconds on 2 CPUs.
+The helpers at the top are also imported by test_pseudolabel.py and test_ddp.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from semipkd.config import LossWeights, PseudoLossWeights, TrainConfig
+from semipkd.data import PreparedDataset
+from semipkd.engine import (
+    CheckpointError,
+    GlobalBatchSampler,
+    NonFiniteLossError,
+    fit,
+    mix_with_ema,
+)
+from semipkd.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+INPUT = (64, 64)
+OUTPUT = (32, 32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures shared with the other engine-level tests
+
+
+def write_prepared(folder: Path, n: int, *, seed: int, labelled: bool = True) -> Path:
+    """Write a prepared split (format of docs/architecture.md) with a learnable toy task.
+
+    Each image is dim noise with one bright 12x12 square; its density is a Gaussian centred on
+    the square (at the 32x32 output grid) and its fixations are three pixels there.
+    """
+    rng = np.random.default_rng(seed)
+    hi, wi = INPUT
+    ho, wo = OUTPUT
+    images = (rng.random((n, hi, wi, 3)) * 60).astype(np.uint8)
+    density = np.zeros((n, ho, wo), np.uint8)
+    fix = np.zeros((n, ho, wo), np.uint8)
+    yy, xx = np.mgrid[0:ho, 0:wo]
+    for i in range(n):
+        cy, cx = rng.integers(8, hi - 8, size=2)
+        images[i, cy - 6 : cy + 6, cx - 6 : cx + 6] = rng.integers(180, 255, size=3)
+        oy, ox = cy * ho / hi, cx * wo / wi
+        g = np.exp(-((yy - oy) ** 2 + (xx - ox) ** 2) / (2 * 3.0**2))
+        density[i] = np.rint(255 * g / g.max())
+        for dy, dx in ((0, 0), (1, 0), (0, 1)):
+            fix[i, min(ho - 1, int(oy) + dy), min(wo - 1, int(ox) + dx)] = 1
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "images.npy", images)
+    meta = {
+        "version": 1,
+        "name": "toy",
+        "split": folder.name,
+        "count": n,
+        "input_size": list(INPUT),
+        "output_size": list(OUTPUT) if labelled else None,
+        "names": [f"img{i:03d}" for i in range(n)],
+        "original_sizes": [list(INPUT)] * n,
+    }
+    if labelled:
+        np.save(folder / "density.npy", density)
+        np.save(folder / "fixations.npy", np.packbits(fix, axis=-1))
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def make_cfg(**overrides) -> TrainConfig:
+    base = dict(
+        epochs=2,
+        batch_size=4,
+        lr=2e-3,
+        weight_decay=1e-4,
+        ema_decay=0.9,
+        ema_mix=0.5,
+        ema_start_epoch=1,
+        grad_clip=1.0,
+        amp=False,
+        channels_last=False,
+        loss=LossWeights(kld=1.0, cc=1.0, nss=1.0),
+        pseudo_loss=PseudoLossWeights(kld=1.0, cc=1.0, sim=1.0),
+        nonfinite="raise",
+        num_workers=0,
+        holdout=0.1,
+        select_on="holdout",
+    )
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+_MODELS: dict[int, torch.nn.Module] = {}
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    """A fresh copy of the seeded toy network (built once: building takes seconds, copying not)."""
+    if seed not in _MODELS:
+        torch.manual_seed(seed)
+        _MODELS[seed] = build_model("mobilenet_v2", output_size=OUTPUT, pretrained=False)
+    return copy.deepcopy(_MODELS[seed])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread, here and in the subprocesses (OMP_NUM_THREADS=1): on a loaded 2-core
+    machine two threads are ten times slower for these tiny convolutions, and a run and its
+    resumed twin must use the same thread count to be bitwise equal."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def state_of(path: Path, key: str = "model") -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)[key]
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"tensor {k} differs (max |diff| {(a[k].float() - b[k].float()).abs().max()})"
+
+
+class ToyPseudo(torch.utils.data.Dataset):
+    """A pseudo-labelled pool: items ``{"image", "target", "index"}`` (targets = toy densities)."""
+
+    def __init__(self, folder: Path, seed: int) -> None:
+        self.inner = PreparedDataset(folder, hflip=True, photometric=True, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        item = self.inner[i]
+        return {"image": item["image"], "target": item["density"], "index": i}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_data(root)
+    return root
+
+
+def make_data(root: Path) -> Path:
+    write_prepared(root / "train", 12, seed=1)
+    write_prepared(root / "val", 4, seed=2)
+    write_prepared(root / "pool", 4, seed=3)
+    return root
+
+
+def datasets(root: Path, *, augment: bool = True):
+    train = PreparedDataset(root / "train", hflip=augment, photometric=augment, seed=7)
+    val = PreparedDataset(root / "val", hflip=False, photometric=False, seed=7)
+    return train, val
+
+
+def run_fit(root: Path, out: Path, cfg: TrainConfig, *, train=None, pseudo="toy", seed: int = 3, model=None, **kw) -> dict:
+    """``fit`` on the toy data: labelled pass over 12 images, pseudo pass over 4, val on 4."""
+    tr, val = datasets(root)
+    return fit(
+        tiny_model() if model is None else model,
+        labelled=train if train is not None else tr,
+        val=val,
+        cfg=cfg,
+        out_path=out / "model.pt",
+        ckpt_dir=out / "ckpt",
+        live_dir=out / "live",
+        device="cpu",
+        seed=seed,
+        pseudo=ToyPseudo(root / "pool", seed=8) if pseudo == "toy" else pseudo,
+        **kw,
+    )
+
+
+def assert_same_live(a: Path, b: Path) -> None:
+    """Identical dvclive output: metrics.json and every per-epoch .tsv, one row per epoch."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b and Path("metrics.json") in files_a
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted 2-epoch run (EMA mix on in epoch 2): the run every other one must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = run_fit(data, out, make_cfg())
+    return out, summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces
+
+
+def test_mix_with_ema_is_the_mixture_of_the_two_distributions():
+    t = torch.zeros(1, 2, 2)
+    t[0, 0, 0] = 1.0  # all mass on one pixel
+    e = torch.full((1, 2, 2), 0.25)  # uniform
+    m = mix_with_ema(t, e, 0.5)
+    # 0.5 * [1, 0, 0, 0] + 0.5 * [.25, .25, .25, .25] = [.625, .125, .125, .125], max-normalised
+    expected = torch.tensor([[[1.0, 0.2], [0.2, 0.2]]])
+    torch.testing.assert_close(m, expected)
+    # mix = 1 keeps the target, mix = 0 is the EMA prediction (both max-normalised); scale-free
+    torch.testing.assert_close(mix_with_ema(3 * t, e, 1.0), t)
+    torch.testing.assert_close(mix_with_ema(t, 5 * e, 0.0), torch.ones(1, 2, 2))
+    assert torch.equal(mix_with_ema(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), 0.5), torch.zeros(1, 2, 2))
+
+
+def test_global_batch_sampler_splits_each_global_batch_into_rank_slices():
+    single = list(GlobalBatchSampler(22, 6, rank=0, world_size=1, seed_key=5))
+    ranks = [list(GlobalBatchSampler(22, 3, rank=r, world_size=2, seed_key=5)) for r in range(2)]
+    assert len(single) == 18 and len(set(single)) == 18  # 3 full batches of 6, last 4 dropped
+    for s in range(3):
+        assert ranks[0][3 * s : 3 * s + 3] + ranks[1][3 * s : 3 * s + 3] == single[6 * s : 6 * s + 6]
+    assert single == list(GlobalBatchSampler(22, 6, rank=0, world_size=1, seed_key=5))
+    assert single != list(GlobalBatchSampler(22, 6, rank=0, world_size=1, seed_key=6))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def test_fit_learns_the_toy_task_and_writes_its_outputs(data, reference):
+    out, summary = reference
+    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert set(payload) >= {"model", "model_config", "epoch", "val", "train_config"}
+    assert payload["model_config"]["backbone"] == "mobilenet_v2"
+    assert payload["train_config"]["epochs"] == 2 and payload["train_config"]["loss"] == {"kld": 1.0, "cc": 1.0, "nss": 1.0}
+    assert summary["best_epoch"] == payload["epoch"] and summary["val"] == payload["val"]
+    assert summary["epochs_run"] == 2 and summary["skipped_steps"] == 0 and summary["device"] == "cpu"
+    assert summary["images_per_s"] > 0
+
+    history = torch.load(out / "ckpt" / "last.pt", map_location="cpu", weights_only=True)["history"]
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert all(math.isfinite(r["train/pseudo_loss"]) for r in history)
+    # learnable: the labelled loss falls from the first epoch to the second, and the best
+    # validation loss beats the untrained model's
+    assert history[1]["train/loss"] < history[0]["train/loss"]
+    from semipkd.engine import _Distributed, _validate
+    from semipkd import losses
+
+    _, val = datasets(data)
+    untrained = _validate(tiny_model(), val, make_cfg(), torch.device("cpu"), 4, {"kld": 1.0, "cc": 1.0, "nss": 1.0}, losses, _Distributed(0, 1, torch.device("cpu")))
+    assert payload["val"]["loss"] < untrained["loss"]
+    # cosine schedule over the 2 x (3 labelled + 1 pseudo) steps: lr starts at cfg.lr and is
+    # half-way down at the middle of the run
+    assert history[0]["lr"] == pytest.approx(2e-3)
+    assert history[1]["lr"] == pytest.approx(1e-3)
+
+    # dvclive: one row per epoch, same numbers as the history
+    metrics = json.loads((out / "live" / "metrics.json").read_text())
+    assert metrics["step"] == 1
+    assert metrics["val"]["cc"] == pytest.approx(history[1]["val/cc"])
+    tsv = (out / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert len(tsv) == 3 and float(tsv[1].split("\t")[1]) == pytest.approx(history[0]["train/loss"])
+
+    # the model file rebuilds the best epoch's network
+    from semipkd.models import load_model
+
+    model = load_model(out / "model.pt")
+    assert_same_state(model.state_dict(), payload["model"])
+
+
+def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, reference, tmp_path):
+    ref_out, _ = reference
+
+    class CrashInEpoch2(PreparedDataset):
+        def __getitem__(self, i):
+            if self.epoch == 1:
+                raise RuntimeError("simulated crash in epoch 2")
+            return super().__getitem__(i)
+
+    crashing = CrashInEpoch2(data / "train", hflip=True, photometric=True, seed=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_fit(data, tmp_path, make_cfg(), train=crashing)
+    assert not (tmp_path / "model.pt").exists()
+    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["epoch"] == 0
+
+    summary = run_fit(data, tmp_path, make_cfg())
+    assert summary["epochs_run"] == 1
+    assert_same_state(state_of(tmp_path / "model.pt"), state_of(ref_out / "model.pt"))
+    for key in ("model", "ema", "best"):
+        a, b = state_of(tmp_path / "ckpt" / "last.pt", key), state_of(ref_out / "ckpt" / "last.pt", key)
+        assert_same_state(a["model"] if key == "best" else a, b["model"] if key == "best" else b)
+    assert_same_live(tmp_path / "live", ref_out / "live")
+
+
+_KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_engine as t
+from semipkd.data import PreparedDataset
+
+root, out, marker = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+
+class SlowInEpoch2(PreparedDataset):
+    def __getitem__(self, i):
+        if self.epoch == 1:
+            marker.touch()   # epoch 1's checkpoint is on disk by now
+            time.sleep(0.5)
+        return super().__getitem__(i)
+
+train = SlowInEpoch2(root / "train", hflip=True, photometric=True, seed=7) if marker.name != "none" else None
+t.run_fit(root, out, t.make_cfg(), train=train)
+"""
+
+
+def test_resume_after_sigkill_mid_epoch_equals_the_uninterrupted_run(data, reference, tmp_path):
+    ref_out, _ = reference
+    script = tmp_path / "run.py"
+    script.write_text(_KILL_SCRIPT.format(tests=str(REPO / "tests")))
+    marker = tmp_path / "in_epoch_2"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(data), str(tmp_path / "run"), str(marker)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"training exited early:\n{proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("epoch 2 never started")
+            time.sleep(0.05)
+        time.sleep(0.3)  # well inside epoch 2 (each item now takes 0.5 s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+    summary = run_fit(data, tmp_path / "run", make_cfg())  # the stage run again
+    assert summary["epochs_run"] == 1
+    assert_same_state(state_of(tmp_path / "run" / "model.pt"), state_of(ref_out / "model.pt"))
+    assert_same_state(state_of(tmp_path / "run" / "ckpt" / "last.pt"), state_of(ref_out / "ckpt" / "last.pt"))
+    assert_same_live(tmp_path / "run" / "live", ref_out / "live")
+
+
+def test_finished_run_only_rewrites_its_outputs(data, reference, tmp_path):
+    import shutil
+
+    ref_out, _ = reference
+    shutil.copytree(ref_out / "ckpt", tmp_path / "ckpt")
+    summary = run_fit(data, tmp_path, make_cfg())
+    assert summary["epochs_run"] == 0
+    assert_same_state(state_of(tmp_path / "model.pt"), state_of(ref_out / "model.pt"))
+    assert_same_live(tmp_path / "live", ref_out / "live")
+
+
+def test_checkpoint_of_another_config_is_ignored_with_a_warning(data, reference, tmp_path, caplog):
+    import shutil
+
+    ref_out, _ = reference
+    shutil.copytree(ref_out / "ckpt", tmp_path / "ckpt")
+    with caplog.at_level(logging.WARNING, logger="semipkd.engine"):
+        summary = run_fit(data, tmp_path, make_cfg(epochs=1, lr=1e-3))
+    assert summary["epochs_run"] == 1
+    assert "different run configuration" in caplog.text and "lr: 0.002 -> 0.001" in caplog.text
+
+
+def test_corrupt_checkpoint_is_an_error_naming_it(data, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"ckpt/last\.pt.*cannot be read"):
+        run_fit(data, tmp_path, make_cfg())
+
+
+class _NaNAt(PreparedDataset):
+    """Item ``bad`` has a NaN image: the loss of the batch holding it is NaN."""
+
+    bad = 5
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        if i == self.bad:
+            item["image"] = torch.full_like(item["image"], float("nan"))
+        return item
+
+
+def test_nonfinite_loss_raises_naming_epoch_and_step(data, tmp_path):
+    train = _NaNAt(data / "train", hflip=False, photometric=False, seed=7)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 .*labelled pass, step \d of 3"):
+        run_fit(data, tmp_path, make_cfg(epochs=1), train=train)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_nonfinite_loss_skip_skips_that_step_only(data, tmp_path):
+    train = _NaNAt(data / "train", hflip=False, photometric=False, seed=7)
+    summary = run_fit(data, tmp_path, make_cfg(epochs=2, nonfinite="skip"), train=train)
+    assert summary["skipped_steps"] == 2  # the NaN item is in exactly one batch per epoch
+    weights = state_of(tmp_path / "model.pt")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    assert all(math.isfinite(v) for v in summary["val"].values())
+
+
+def test_same_seed_gives_identical_runs_with_0_or_2_loader_workers(data, reference, tmp_path):
+    ref_out, _ = reference
+    summary = run_fit(data, tmp_path, make_cfg(num_workers=2))
+    assert summary["epochs_run"] == 2
+    assert_same_state(state_of(tmp_path / "model.pt"), state_of(ref_out / "model.pt"))
+    assert_same_live(tmp_path / "live", ref_out / "live")
+
+
+def test_bad_arguments_are_refused(data, tmp_path):
+    with pytest.raises(ValueError, match="select_metric"):
+        run_fit(data, tmp_path, make_cfg(), select_metric="auc")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        run_fit(data, tmp_path, make_cfg(batch_size=32))
+
+
+def test_zero_epochs_writes_the_given_weights_with_their_val_scores(data, tmp_path):
+    model = tiny_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    summary = run_fit(data, tmp_path, make_cfg(epochs=0), model=model)
+    assert summary["epochs_run"] == 0 and summary["best_epoch"] is None
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert_same_state(payload["model"], initial)
+    assert payload["val"] == summary["val"] and set(summary["val"]) == {"loss", "cc", "kld", "nss", "sim"}
+
+
+def test_runtime_device_and_distributed_environment(monkeypatch):
+    from semipkd import runtime
+
+    assert runtime.select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'gpu' is not one of auto, cpu, cuda"):
+        runtime.select_device("gpu")
+    if not torch.cuda.is_available():
+        assert runtime.select_device("auto") == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="'cuda' was requested but torch sees no CUDA GPU"):
+            runtime.select_device("cuda")
+    assert runtime.amp_dtype(torch.device("cpu"), True) is None  # no autocast on the CPU
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert runtime.dist_info() == (0, 1, 0) and runtime.is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert runtime.dist_info() == (2, 4, 0) and not runtime.is_main_process()
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(RuntimeError, match="RANK=4, WORLD_SIZE=4"):
+        runtime.dist_info()
+    # seeding: the same seed replays Python, NumPy and torch draws
+    import random
+
+    runtime.seed_everything(11)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    runtime.seed_everything(11)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
