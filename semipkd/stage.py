@@ -70,6 +70,35 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def preflight(params: Params, stage: str) -> None:
+    """Checks every stage makes before heavy work: backbones exist, ImageNet weights that are
+    asked for can be found, real dataset folders exist. Raises :class:`ConfigError` with a
+    message that says what to fix."""
+    from .models import get_backbone, list_backbones
+    from .models.weights import find_weight_file
+
+    for role in ("teacher", "student"):
+        m = getattr(params, role)
+        if m.backbone not in list_backbones():
+            raise ConfigError(f"{role}.backbone: unknown backbone {m.backbone!r}; known: {', '.join(list_backbones())}")
+        if m.pretrained:
+            try:
+                find_weight_file(m.backbone, get_backbone(m.backbone).weights, m.weights)
+            except FileNotFoundError as exc:
+                raise ConfigError(f"{role}: {exc}") from None
+        elif m.weights is not None:
+            raise ConfigError(f"{role}.weights is set but {role}.pretrained is false; set pretrained: true or weights: null")
+    data = params.data
+    if data.source == "real" and stage == "prepare":
+        names = list(dict.fromkeys([data.labelled, *data.benchmarks, "unlabeled"]))
+        missing = [f"{n} -> {data.folder(n)}" for n in names if not data.folder(n).is_dir()]
+        if missing:
+            raise ConfigError(
+                "data.source is 'real' but these dataset folders do not exist: " + "; ".join(missing)
+                + ". Put the datasets there (README: 'Real datasets') or set data.root / data.roots."
+            )
+
+
 def stage_main(name: str, run: Callable[[Params, str | None], None]) -> None:
     """Parse ``[ITEM] [--params FILE]``, set up logging, load params, call ``run``."""
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=(run.__doc__ or "").strip())
@@ -80,10 +109,13 @@ def stage_main(name: str, run: Callable[[Params, str | None], None]) -> None:
 
     setup_logging(name)
     start = time.perf_counter()
+    from .data import DataError
+
     try:
         params = load_params(args.params)
+        preflight(params, name)
         run(params, args.item)
-    except (ConfigError, StageError) as exc:
+    except (ConfigError, StageError, DataError) as exc:
         log.error("%s: %s", name, exc)
         print(f"error: {name}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -19,24 +19,13 @@ from semipkd.config import Params
 from semipkd.data import prepare_benchmark, prepare_unlabeled
 from semipkd.data.synthetic import generate
 from semipkd.io import atomic_write_json, atomic_write_text
-from semipkd.stage import StageError, stage_main
+from semipkd.stage import stage_main
 
 log = logging.getLogger("prepare")
 
 SYNTHETIC = Path("data/synthetic")
 PREPARED = Path("data/prepared")
 REPORTS = Path("reports/prepare")
-
-
-def _check_roots(params: Params, names: list[str]) -> None:
-    """Fail before any work when a real dataset folder is missing."""
-    missing = [f"{n}: {params.data.folder(n)}" for n in names if not params.data.folder(n).is_dir()]
-    if missing:
-        raise StageError(
-            "data.source is 'real' but these dataset folders do not exist: "
-            + "; ".join(missing)
-            + ". Put the datasets there (README, 'Real datasets') or set data.roots / data.root."
-        )
 
 
 def run(params: Params, _item: str | None) -> None:
@@ -50,14 +39,13 @@ def run(params: Params, _item: str | None) -> None:
             SYNTHETIC,
             seed=syn.seed,
             salicon=(syn.salicon_train, syn.salicon_val),
-            benchmark_images=syn.benchmark_images,
+            benchmark=syn.benchmark_images,
             unlabeled=syn.unlabeled,
             image_size=syn.image_size,
             observers=syn.observers,
         )
         log.info("generated: %s", summary)
     else:
-        _check_roots(params, names + ["unlabeled"])
         if SYNTHETIC.exists():
             shutil.rmtree(SYNTHETIC)
         SYNTHETIC.mkdir(parents=True)
@@ -73,12 +61,14 @@ def run(params: Params, _item: str | None) -> None:
         for row in prepare_benchmark(
             name, data.folder(name), PREPARED / name,
             input_size=in_size, output_size=out_size, on_error=data.on_error,
+            num_workers=data.num_workers,
         ):
             rows.append({"dataset": name, **row})
     log.info("preparing the unlabeled pool from %s", data.folder("unlabeled"))
     for row in prepare_unlabeled(
         data.folder("unlabeled"), PREPARED / "unlabeled",
         input_size=params.prepare.input_size, on_error=data.on_error,
+        num_workers=data.num_workers,
     ):
         rows.append({"dataset": "unlabeled", "split": "all", **row})
 
