@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 __all__ = [
+    "WriteError",
     "atomic_path",
     "atomic_dir",
     "atomic_write_bytes",
@@ -34,11 +35,20 @@ __all__ = [
 ]
 
 
+class WriteError(OSError):
+    """Writing an output failed (disk full, quota, file-size limit, I/O error).
+
+    The message names the destination and says that the previous file there is intact; the
+    original ``errno`` is kept, so ``exc.errno == errno.ENOSPC`` still tells a full disk.
+    """
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success fsync it and rename it to ``dest``.
 
-    On any exception the temporary file is removed and ``dest`` is left untouched.
+    On any exception the temporary file is removed and ``dest`` is left untouched; an
+    ``OSError`` (a full disk, say) is raised again as :class:`WriteError` naming ``dest``.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -50,9 +60,13 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            previous = f"the previous {dest.name} is intact" if dest.exists() else f"no {dest.name} was written"
+            msg = f"cannot write {dest}: {exc.strerror or exc}; {previous}"
+            raise (WriteError(exc.errno, msg) if exc.errno is not None else WriteError(msg)) from exc
         raise
 
 
