@@ -110,12 +110,25 @@ def stage_main(name: str, run: Callable[[Params, str | None], None]) -> None:
     setup_logging(name)
     start = time.perf_counter()
     from .data import DataError
+    from .engine import CheckpointError, NonFiniteLossError
+    from .io import WriteError
+    from .pseudolabel import PseudoLabelCacheError
 
+    # Faults a user can act on end in one line naming the file or setting to fix (exit 2);
+    # anything else is a bug and keeps its traceback.
+    known = (ConfigError, StageError, DataError, CheckpointError, NonFiniteLossError, WriteError,
+             PseudoLabelCacheError)
     try:
         params = load_params(args.params)
         preflight(params, name)
+        # Seeded before anything random happens in the stage (a new decoder's initial weights
+        # are drawn when the model is built, before training seeds its own streams): two runs
+        # with the same params are bit-identical.
+        from .runtime import seed_everything
+
+        seed_everything(params.seed)
         run(params, args.item)
-    except (ConfigError, StageError, DataError) as exc:
+    except known as exc:
         log.error("%s: %s", name, exc)
         print(f"error: {name}: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -162,6 +175,9 @@ def train_labelled(
     if cfg.epochs == 0:
         # Nothing to train: the model is used as it is (e.g. fine-tuning switched off).
         log.info("epochs: 0, writing the model unchanged to %s", out_path)
+        # The stage's other declared outputs exist too (empty), or DVC fails the stage.
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+        (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
         atomic_torch_save(out_path, {**checkpoint_payload(model), "epoch": 0})
         from .io import atomic_write_json
 

@@ -5,6 +5,7 @@ metric) and a grid of examples reports/evaluate/<benchmark>.png."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from semipkd.config import BENCHMARKS, Params
@@ -16,6 +17,8 @@ from semipkd.report import plot_examples_grid
 from semipkd.runtime import select_device
 from semipkd.stage import StageError, require_file, stage_main
 
+log = logging.getLogger("evaluate")
+
 
 def run(params: Params, item: str | None) -> None:
     """Score every model on one benchmark's val split."""
@@ -23,6 +26,12 @@ def run(params: Params, item: str | None) -> None:
         raise StageError(f"evaluate needs a benchmark id, one of {', '.join(BENCHMARKS)}; got {item!r}")
     device = select_device(params.device)
     samples = open_benchmark(item, params.data.folder(item), "val", on_error=params.data.on_error)
+    if params.data.on_error == "skip":
+        # As in prepare: a file that does not decode is left out, counted and named in the log.
+        samples.validate(progress=False)
+        if samples.skipped:
+            log.warning("%s/val: %d files skipped (data.on_error: skip): %s", item, len(samples.skipped),
+                        "; ".join(f"{f}: {r}" for f, r in samples.skipped))
     hint = "run the training stages first (dvc repro)"
     predictors = {
         "teacher": load_model(require_file("models/teacher.pt", hint)),
