@@ -1,0 +1,113 @@
+"""Running the real DVC pipeline in a throw-away copy of the repo (shared by the end-to-end,
+real-data and fault tests).
+
+A copy holds the checkout's code and config only (no committed outputs, which would make the
+first repro a no-op), its own ``params.yaml``, and a fresh git repository, so ``dvc repro`` and
+``dvc exp run`` behave as in a user's clone. ``PYTHONPATH`` points at the copy, so the stages
+import the copy's package rather than the checkout's editable install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GIT = ["git", "-c", "user.name=semipkd-test", "-c", "user.email=test@semipkd.invalid"]
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, recursively for nested mappings."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ()) -> dict[str, str]:
+    """Copy the repo's code and config to ``dest``, write ``params``, git-commit it all.
+
+    ``keep``: prefixes of otherwise-skipped output paths to copy too (``reports/real/``).
+    Returns the environment to run ``dvc`` and the stages with.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split("\n")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if not src.is_file():
+            continue
+        if not rel.startswith(keep) and (rel.startswith(("reports/", "data/", "models/")) or rel == "dvc.lock"):
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+    write_params(dest, params)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "config", "user.name", "semipkd-test"], cwd=dest, check=True)
+    subprocess.run(["git", "config", "user.email", "test@semipkd.invalid"], cwd=dest, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "copy"], cwd=dest, check=True)
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(DVC_NO_ANALYTICS="1", DVC_NO_UPDATE_CHECK="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
+    env["PYTHONPATH"] = str(dest)
+    return env
+
+
+def write_params(dest: Path, params: dict) -> None:
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def dvc(cwd: Path, *args: str, env: dict, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``dvc ARGS`` in ``cwd``; with ``check`` a failure raises with the tail of its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def ran_stages(stdout: str) -> list[str]:
+    """Names of the stages a ``dvc repro`` output says it ran."""
+    return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage '")]
+
+
+def kill_when(
+    cmd: list[str], cwd: Path, env: dict, ready: Callable[[], bool], *, delay: float = 0.0, timeout: float = 300
+) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group; once ``ready()`` is true wait ``delay`` seconds
+    and SIGKILL the whole group (dvc and the stage it runs). Fails if it ends first."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                raise AssertionError(f"{' '.join(cmd)} ended (rc {proc.returncode}) before the kill point:\n{out[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{' '.join(cmd)}: kill point not reached in {timeout} s")
+            time.sleep(0.02)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc
