@@ -375,6 +375,16 @@ def _list_split(name: str, root: Path, lay: _Layout, folder_split: str) -> tuple
     return ordered, problems
 
 
+def _check_index(index, n: int, what: str) -> int:
+    """``index`` as a non-negative int below ``n`` (negative ones count from the end)."""
+    index = int(index)
+    if index < 0:
+        index += n
+    if not 0 <= index < n:
+        raise IndexError(f"{what}: index {index} out of range for {n} samples")
+    return index
+
+
 class BenchmarkSet(Sequence):
     """One split of a benchmark: a sequence of :class:`Sample`, decoded on ``__getitem__``.
 
@@ -408,12 +418,7 @@ class BenchmarkSet(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"{self.name}/{self.split}: index {index} out of range for {len(self)} samples")
-        return _load(self._entries[index], self.sigma)
+        return _load(self._entries[_check_index(index, len(self), f"{self.name}/{self.split}")], self.sigma)
 
     @property
     def names(self) -> list[str]:
@@ -635,12 +640,7 @@ class UnlabeledSet(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"unlabeled: index {index} out of range for {len(self)} images")
-        name, path = self._entries[index]
+        name, path = self._entries[_check_index(index, len(self), "unlabeled")]
         image, notes = read_image(path)
         return UnlabeledSample(name, image, notes)
 
