@@ -48,6 +48,9 @@ __all__ = [
     "plot_learning_curves",
     "read_dvclive_history",
     "plot_ablation_gap",
+    "load_real_results",
+    "render_real_section",
+    "append_real_section",
 ]
 
 log = logging.getLogger(__name__)
@@ -547,3 +550,94 @@ def plot_ablation_gap(
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Student minus student without pseudo-labels ({protocol} protocol); green = pseudo-labels helped", fontsize=9)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Real-data results (issue 9: reports/real/osie.json)
+
+#: Columns of the real-data section: every metric of semipkd.metrics.
+_REAL_SOURCES = ("measured", "published")
+
+
+def load_real_results(path: str | Path) -> dict[str, Any]:
+    """Read a real-data results file (``reports/real/osie.json``) and check its shape.
+
+    The file is ``{"heading": str, "description": [str, ...], "rows": [row, ...],
+    "notes": [str, ...]}``; a row is ``{"key", "label", "source": "measured" | "published",
+    "input_size": [H, W] or null, "epochs": int or null, "wall_s": float or null,
+    "metrics": {protocol: {metric: float}}, "note": str}``. A *measured* row must carry all
+    eight metrics of :data:`ALL_METRICS` under each protocol it lists; a *published* row carries
+    whatever its source reported. Raises ``ValueError`` naming the file and the row.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read real-data results JSON ({e})") from e
+    if not isinstance(data, Mapping) or not isinstance(data.get("heading"), str) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path}: expected an object with a 'heading' string and a 'rows' list")
+    if not data["rows"]:
+        raise ValueError(f"{path}: 'rows' is empty")
+    for i, row in enumerate(data["rows"]):
+        where = f"{path}: row {i} ({row.get('key', '?') if isinstance(row, Mapping) else '?'})"
+        if not isinstance(row, Mapping) or not {"key", "label", "source", "metrics"} <= set(row):
+            raise ValueError(f"{where}: needs 'key', 'label', 'source' and 'metrics'")
+        if row["source"] not in _REAL_SOURCES:
+            raise ValueError(f"{where}: source {row['source']!r} is not one of {', '.join(_REAL_SOURCES)}")
+        _check_scores({row["key"]: row["metrics"]}, where)
+        if row["source"] == "measured":
+            for proto, per in row["metrics"].items():
+                missing = sorted(set(ALL_METRICS) - set(per))
+                if missing:
+                    raise ValueError(f"{where}: measured row lacks {', '.join(missing)} under {proto}")
+    return dict(data)
+
+
+def _minutes(seconds: float | None) -> str:
+    return _fmt(None if seconds is None else seconds / 60.0, 1)
+
+
+def render_real_section(results: Mapping[str, Any]) -> str:
+    """Markdown section for a real-data results file (see :func:`load_real_results`).
+
+    One table per protocol present in the measured rows (benchmark first); published rows
+    appear in the table of the protocol they are filed under, marked *published*. Columns: the
+    model, source, input size, epochs, wall time in minutes and all eight metrics (4 decimals;
+    a dash where a number does not exist). The heading says what data and budget produced it.
+    """
+    rows = list(results["rows"])
+    protocols = _ordered({p for r in rows for p in r["metrics"]}, _PROTOCOL_ORDER)
+    lines = [f"## {results['heading']}", ""]
+    for para in results.get("description", []):
+        lines += [para, ""]
+    header = ["Model", "Source", "Input", "Epochs", "Wall (min)"] + [_METRIC_HEADERS[m] for m in ALL_METRICS]
+    for proto in protocols:
+        lines += [f"### {_PROTOCOL_LABELS.get(proto, proto)}", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join([":--", ":--"] + ["--:"] * (len(header) - 2)) + "|")
+        for r in rows:
+            if proto not in r["metrics"]:
+                continue
+            size = r.get("input_size")
+            cells = [
+                r["label"],
+                "ours" if r["source"] == "measured" else "*published*",
+                "–" if not size else "x".join(map(str, size)),
+                "–" if r.get("epochs") is None else str(r["epochs"]),
+                _minutes(r.get("wall_s")),
+            ] + [_fmt(r["metrics"][proto].get(m), 4) for m in ALL_METRICS]
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    notes = list(results.get("notes", [])) + [f"{r['label']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def append_real_section(tables_md: str | Path, results_path: str | Path) -> Path:
+    """Append :func:`render_real_section` of ``results_path`` to ``tables_md`` (atomically)."""
+    tables_md = Path(tables_md)
+    text = tables_md.read_text(encoding="utf-8")
+    section = render_real_section(load_real_results(results_path))
+    atomic_write_text(tables_md, text.rstrip("\n") + "\n\n" + section)
+    return tables_md

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from semipkd.config import Params
 from semipkd.models import load_model, profile
-from semipkd.report import load_evaluations, plot_ablation_gap, plot_learning_curves, write_tables
+from semipkd.report import append_real_section, load_evaluations, plot_ablation_gap, plot_learning_curves, write_tables
 from semipkd.stage import require_file, stage_main
 
 log = logging.getLogger("report")
 
 MODELS = {"teacher": "models/teacher.pt", "student": "models/student.pt", "student_no_pseudo": "models/student_no_pseudo.pt"}
+#: Results of the real-data experiment (issue 9, docs/real_osie.md), rendered when present.
+REAL_RESULTS = Path("reports/real/osie.json")
 RUNS = {
     "teacher": "reports/train_teacher",
     "student": "reports/distill",
@@ -38,6 +40,9 @@ def run(params: Params, _item: str | None) -> None:
         )
     for path in write_tables(Path("reports"), evaluations, profiles):
         log.info("wrote %s", path)
+    if REAL_RESULTS.is_file():
+        append_real_section(Path("reports/tables.md"), REAL_RESULTS)
+        log.info("appended the real-data section from %s to reports/tables.md", REAL_RESULTS)
     figures = Path("reports/figures")
     plot_learning_curves({k: v for k, v in RUNS.items() if Path(v).is_dir()}, figures / "learning_curves.png")
     plot_ablation_gap(evaluations, figures / "ablation_gap.png")

@@ -4,3 +4,17 @@ import os
 
 # Before torch is imported by any test module: see semipkd/__init__.py for why.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """The whole pipeline run once, uninterrupted, by `dvc repro` on the tiny config in a copy of
+    the repo: the end-to-end test checks it, the fault tests compare their runs with it."""
+    from pipeline_copy import TINY, Copy, default_params, merge
+
+    c = Copy(tmp_path_factory.mktemp("tiny") / "repo", merge(default_params(), TINY))
+    c.first = c.repro()
+    return c

@@ -23,6 +23,22 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=semipkd-test", "-c", "user.email=test@semipkd.invalid"]
 
+# The tiny pipeline of the end-to-end and fault tests: small enough to run in about a minute and
+# a half on 2 cores, large enough to learn something; one image per pseudo-label shard so that a
+# kill can land between shards; several steps per epoch so that one can land inside an epoch.
+TINY = {
+    "synthetic": {"salicon_train": 80, "salicon_val": 20, "benchmark_images": 30, "unlabeled": 64,
+                  "image_size": [72, 96]},
+    "prepare": {"input_size": [64, 80], "output_size": [64, 80], "benchmark_size": [64, 64]},
+    "data": {"benchmarks": ["mit1003", "osie"]},
+    "train_teacher": {"epochs": 3, "batch_size": 16},
+    "distill": {"epochs": 3, "batch_size": 16},
+    "finetune": {"epochs": 2, "batch_size": 8},
+    "pseudolabel": {"batch_size": 1, "store_size": [32, 40], "shard_size": 1},
+    "evaluate": {"num_figures": 2},
+    "report": {"latency_input_size": [64, 80], "latency_repeats": 1},
+}
+
 
 def merge(base: dict, over: dict) -> dict:
     """``base`` with ``over`` merged in, recursively for nested mappings."""
@@ -36,10 +52,11 @@ def default_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ()) -> dict[str, str]:
+def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ("reports/real/",)) -> dict[str, str]:
     """Copy the repo's code and config to ``dest``, write ``params``, git-commit it all.
 
-    ``keep``: prefixes of otherwise-skipped output paths to copy too (``reports/real/``).
+    ``keep``: prefixes of otherwise-skipped output paths to copy too; by default the committed
+    real-data results, which the report stage renders (a dependency in dvc.yaml).
     Returns the environment to run ``dvc`` and the stages with.
     """
     dest.mkdir(parents=True, exist_ok=True)
@@ -65,6 +82,20 @@ def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ()) -> dict[s
     env.update(DVC_NO_ANALYTICS="1", DVC_NO_UPDATE_CHECK="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
     env["PYTHONPATH"] = str(dest)
     return env
+
+
+class Copy:
+    """A copy of the repo made by :func:`make_copy`, with the params and environment it runs with."""
+
+    def __init__(self, root: Path, params: dict, *, keep: tuple[str, ...] = ("reports/real/",)) -> None:
+        self.root, self.params = root, params
+        self.env = make_copy(root, params, keep=keep)
+
+    def repro(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
+        return dvc(self.root, "repro", *targets, env=self.env, check=check)
+
+    def cmd(self, *targets: str) -> list[str]:
+        return [sys.executable, "-m", "dvc", "repro", *targets]
 
 
 def write_params(dest: Path, params: dict) -> None:

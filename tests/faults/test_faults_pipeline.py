@@ -1,6 +1,7 @@
 """Faults on the real stages, through `dvc repro`, on a tiny config (issue 8).
 
-Two copies of the repo run the same tiny pipeline. ``ref`` runs it uninterrupted once. ``gauntlet``
+Two copies of the repo run the same tiny pipeline. ``ref`` runs it uninterrupted once (the
+session's ``tiny_pipeline``, also checked by tests/test_pipeline_e2e.py). ``gauntlet``
 runs it stage by stage with a fault injected into every stage on the way: SIGKILL of each training
 stage mid-epoch, SIGKILL of pseudolabel between shards, a bit-flipped and a truncated resume
 checkpoint. After each fault a plain ``dvc repro`` has to finish the job, and every model and
@@ -20,24 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline_copy import default_params, dvc, kill_when, make_copy, merge, ran_stages, write_params
+from pipeline_copy import Copy, dvc, kill_when, merge, ran_stages, write_params
 
 pytestmark = pytest.mark.timeout(600)
 
 BENCH = "mit1003"
-TINY = {
-    "synthetic": {"salicon_train": 48, "salicon_val": 12, "benchmark_images": 16, "unlabeled": 48,
-                  "image_size": [48, 64]},
-    "prepare": {"input_size": [48, 64], "output_size": [48, 64], "benchmark_size": [48, 48]},
-    "data": {"benchmarks": [BENCH]},
-    "train_teacher": {"epochs": 3, "batch_size": 4},
-    "distill": {"epochs": 3, "batch_size": 4},
-    "finetune": {"epochs": 3, "batch_size": 2},
-    # One image per shard: the cache is written in 48 steps, so a kill lands between shards.
-    "pseudolabel": {"batch_size": 1, "store_size": [24, 32], "shard_size": 1},
-    "evaluate": {"num_figures": 1},
-    "report": {"latency_input_size": [48, 64], "latency_repeats": 1},
-}
 
 # stage -> (outputs it writes at the end, the checkpoint whose appearance means epoch 0 is done)
 TRAINING = {
@@ -51,34 +39,19 @@ TRAINING = {
 }
 
 
-class Copy:
-    def __init__(self, root: Path, env: dict, params: dict) -> None:
-        self.root, self.env, self.params = root, env, params
-
-    def repro(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
-        return dvc(self.root, "repro", *targets, env=self.env, check=check)
-
-    def cmd(self, *targets: str) -> list[str]:
-        return [sys.executable, "-m", "dvc", "repro", *targets]
+@pytest.fixture(scope="module")
+def ref(tiny_pipeline) -> Copy:
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
-def params() -> dict:
-    return merge(default_params(), TINY)
-
-
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory, params) -> Copy:
-    root = tmp_path_factory.mktemp("ref") / "repo"
-    c = Copy(root, make_copy(root, params), params)
-    c.repro()
-    return c
+def params(tiny_pipeline) -> dict:
+    return tiny_pipeline.params
 
 
 @pytest.fixture(scope="module")
 def gauntlet(tmp_path_factory, params) -> Copy:
-    root = tmp_path_factory.mktemp("gauntlet") / "repo"
-    c = Copy(root, make_copy(root, params), params)
+    c = Copy(tmp_path_factory.mktemp("gauntlet") / "repo", params)
     c.repro("prepare")
     return c
 
@@ -218,10 +191,11 @@ def test_finetune_killed_mid_epoch_resumes_to_the_uninterrupted_weights(gauntlet
 @pytest.mark.fault("two CPU runs with the same seed, one of them through every fault above")
 def test_after_every_fault_the_pipeline_ends_bit_identical_to_the_uninterrupted_run(gauntlet, ref):
     proc = gauntlet.repro()
-    assert set(ran_stages(proc.stdout)) == {f"evaluate@{BENCH}", "report"}, proc.stdout
-    ours = json.loads((gauntlet.root / f"reports/evaluate/{BENCH}.json").read_text())
-    theirs = json.loads((ref.root / f"reports/evaluate/{BENCH}.json").read_text())
-    assert ours == theirs  # every model, protocol and metric, exactly
+    assert set(ran_stages(proc.stdout)) == {"finetune@osie", "evaluate@mit1003", "evaluate@osie", "report"}, proc.stdout
+    for bench in ("mit1003", "osie"):
+        ours = json.loads((gauntlet.root / f"reports/evaluate/{bench}.json").read_text())
+        theirs = json.loads((ref.root / f"reports/evaluate/{bench}.json").read_text())
+        assert ours == theirs  # every model, protocol and metric, exactly
     # Every tracked output has the same hash in both lock files: the same pipeline result.
     import yaml
 
