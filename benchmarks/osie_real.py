@@ -4,6 +4,8 @@ collect the rows into reports/real/osie.json.
     # in the experiment's workspace (after `dvc exp run ...`, see docs/real_osie.md):
     python benchmarks/osie_real.py score --workspace DIR --model KEY=models/x.pt [...] \
         --label KEY="text" --wall-s KEY=SECONDS --out rows.json
+    # or take the evaluate stage's scores of a finished `dvc exp run`:
+    python benchmarks/osie_real.py from-evaluate --workspace DIR --label KEY="text" [...] --out rows.json
     # then, in the checkout:
     python benchmarks/osie_real.py collect rows1.json rows2.json ... --out reports/real/osie.json
 
@@ -110,6 +112,27 @@ def score(args: argparse.Namespace) -> None:
     atomic_write_json(Path(args.out).resolve() if Path(args.out).is_absolute() else REPO / args.out, {"rows": rows})
 
 
+def from_evaluate(args: argparse.Namespace) -> None:
+    """Rows from a workspace's ``reports/evaluate/osie.json`` (the evaluate stage's own scores)."""
+    ws = Path(args.workspace).resolve()
+    params = load_params(ws / "params.yaml")
+    scores = json.loads((ws / "reports/evaluate/osie.json").read_text())
+    labels = _pairs(args.label, "label")
+    walls = {k: float(v) for k, v in _pairs(args.wall_s, "wall-s").items()}
+    size = list(params.prepare.benchmark_size)
+    rows = [{
+        "key": f"{k}_{size[0]}",
+        "label": labels.get(k, k),
+        "source": "measured",
+        "input_size": size,
+        "epochs": None,
+        "wall_s": walls.get(k),
+        "metrics": per,
+    } for k, per in scores.items() if k in labels]
+    atomic_write_json(Path(args.out).resolve(), {"rows": rows})
+    log.info("wrote %d rows from %s", len(rows), ws / "reports/evaluate/osie.json")
+
+
 def collect(args: argparse.Namespace) -> None:
     from semipkd.report import load_real_results
 
@@ -141,12 +164,17 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--wall-s", action="append", help="KEY=seconds the model took to train")
     s.add_argument("--center-bias", action="store_true", help="also score the center-bias baseline")
     s.add_argument("--out", required=True)
+    e = sub.add_parser("from-evaluate", help="rows from a workspace's reports/evaluate/osie.json")
+    e.add_argument("--workspace", required=True)
+    e.add_argument("--label", action="append", required=True, help="KEY=label; only these models become rows")
+    e.add_argument("--wall-s", action="append", help="KEY=seconds the model took to train")
+    e.add_argument("--out", required=True)
     c = sub.add_parser("collect", help="merge row files into reports/real/osie.json")
     c.add_argument("rows", nargs="+")
     c.add_argument("--meta", required=True, help="JSON with heading, description, notes, order and per-row extras")
     c.add_argument("--out", default=str(REPO / "reports/real/osie.json"))
     args = p.parse_args(argv)
-    (score if args.cmd == "score" else collect)(args)
+    {"score": score, "from-evaluate": from_evaluate, "collect": collect}[args.cmd](args)
 
 
 if __name__ == "__main__":
