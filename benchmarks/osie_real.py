@@ -70,6 +70,12 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _row(key: str, label: str, size, wall_s: float | None, metrics: dict, **extra) -> dict:
+    """One measured row of the results file (see :func:`semipkd.report.load_real_results`)."""
+    return {"key": key, "label": label, "source": "measured", "input_size": list(size), "epochs": None,
+            "wall_s": wall_s, "metrics": metrics, **extra}
+
+
 def score(args: argparse.Namespace) -> None:
     import os
 
@@ -95,18 +101,12 @@ def score(args: argparse.Namespace) -> None:
         seed=params.seed, batch_size=params.evaluate.batch_size, center_bias_sigma=params.evaluate.center_bias_sigma,
         num_examples=0,
     )
-    rows = []
-    for key, per in result.scores.items():
-        rows.append({
-            "key": key if key != "center_bias" else f"center_bias_{size[0]}",
-            "label": labels.get(key, "Center-bias Gaussian (ours)" if key == "center_bias" else key),
-            "source": "measured",
-            "input_size": list(size),
-            "epochs": None,
-            "wall_s": walls.get(key),
-            "metrics": per,
-            "n_images": len(samples),
-        })
+    rows = [
+        _row(key if key != "center_bias" else f"center_bias_{size[0]}",
+             labels.get(key, "Center-bias Gaussian (ours)" if key == "center_bias" else key),
+             size, walls.get(key), per, n_images=len(samples))
+        for key, per in result.scores.items()
+    ]
     for r in rows:
         log.info("%s: %s", r["key"], {p: {m: round(v, 4) for m, v in d.items()} for p, d in r["metrics"].items()})
     atomic_write_json(Path(args.out).resolve() if Path(args.out).is_absolute() else REPO / args.out, {"rows": rows})
@@ -119,16 +119,8 @@ def from_evaluate(args: argparse.Namespace) -> None:
     scores = json.loads((ws / "reports/evaluate/osie.json").read_text())
     labels = _pairs(args.label, "label")
     walls = {k: float(v) for k, v in _pairs(args.wall_s, "wall-s").items()}
-    size = list(params.prepare.benchmark_size)
-    rows = [{
-        "key": f"{k}_{size[0]}",
-        "label": labels.get(k, k),
-        "source": "measured",
-        "input_size": size,
-        "epochs": None,
-        "wall_s": walls.get(k),
-        "metrics": per,
-    } for k, per in scores.items() if k in labels]
+    size = params.prepare.benchmark_size
+    rows = [_row(f"{k}_{size[0]}", labels[k], size, walls.get(k), per) for k, per in scores.items() if k in labels]
     atomic_write_json(Path(args.out).resolve(), {"rows": rows})
     log.info("wrote %d rows from %s", len(rows), ws / "reports/evaluate/osie.json")
 

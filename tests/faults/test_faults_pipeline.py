@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from pipeline_copy import Copy, dvc, kill_when, merge, ran_stages, write_params
+from test_engine import assert_same_state
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -62,11 +63,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys(), (a, b)
-    for k in wa:
-        if isinstance(wa[k], torch.Tensor):
-            assert torch.equal(wa[k], wb[k]), f"{a} and {b} differ in {k}"
+    assert_same_state(weights(a), weights(b))
 
 
 def assert_nothing_half_written(root: Path) -> None:

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -163,15 +164,11 @@ def _fit(toy: Path, out: Path, epochs: int, *, tmpfs_kb: int | None = None) -> s
         keep = out / "ckpt_after"
         shell = (
             f'mount -t tmpfs -o size={tmpfs_kb}k tmpfs "{ckpt}" && '
-            f'{" ".join(_q(c) for c in cmd)}; rc=$?; cp -a "{ckpt}" "{keep}"; exit $rc'
+            f'{" ".join(shlex.quote(c) for c in cmd)}; rc=$?; cp -a "{ckpt}" "{keep}"; exit $rc'
         )
         cmd = ["unshare", "-rm", "sh", "-c", shell]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
 
 
 @pytest.mark.skipif(not UNSHARE, reason="no unprivileged mount namespaces here (unshare -rm); the injected variant below covers it")
@@ -253,7 +250,7 @@ def test_disk_full_during_pseudolabels_then_rerun_reuses_the_shards_written(tmp_
     out = tmp_path / "cache"
     out.mkdir()
     script = _PSEUDO.format(tests=str(TESTS), repo=str(REPO))
-    run = " ".join(_q(c) for c in [sys.executable, "-c", script, str(pool), str(out)])
+    run = " ".join(shlex.quote(c) for c in [sys.executable, "-c", script, str(pool), str(out)])
     # 5 shards of 2 maps; each file takes a 4 KiB tmpfs page: 24 KiB holds the progress file,
     # two shards with their range files and a temp file, then the disk is full.
     shell = (
