@@ -1,0 +1,82 @@
+"""The project's vocabulary: dataset ids, model keys, protocols, metric names, error policies.
+
+Every other module imports these names from here, so a new dataset or metric is added in one
+place. The strings are the keys used in params.yaml, file names and report JSON alike. This
+module imports nothing from the package (everything may import it).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LABELLED_SET",
+    "BENCHMARKS",
+    "DATASETS",
+    "LABELLED_SETS",
+    "UNLABELED",
+    "DATASET_LABELS",
+    "TEACHER",
+    "STUDENT",
+    "STUDENT_NO_PSEUDO",
+    "STUDENTS",
+    "MODELS",
+    "CENTER_BIAS",
+    "MODEL_KEYS",
+    "MODEL_LABELS",
+    "PROTOCOLS",
+    "PROTOCOL_LABELS",
+    "METRIC_NAMES",
+    "TABLE_METRICS",
+    "ON_ERROR",
+]
+
+#: The paper's labelled set (teacher and students learn from it first).
+LABELLED_SET = "salicon"
+#: The fine-tuning / evaluation benchmarks, in the paper's order.
+BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
+#: Every labelled dataset id, in report order.
+DATASETS = (LABELLED_SET,) + BENCHMARKS
+#: Sets a teacher and student may learn from first (SALICON in the paper).
+LABELLED_SETS = DATASETS
+#: The id of the unlabeled image pool (prepared cache folder, report keys).
+UNLABELED = "unlabeled"
+#: How tables and figures name the datasets.
+DATASET_LABELS = {
+    "salicon": "SALICON",
+    "mit1003": "MIT1003",
+    "cat2000": "CAT2000",
+    "pascal_s": "PASCAL-S",
+    "osie": "OSIE",
+}
+
+#: Model keys: the checkpoints the pipeline trains.
+TEACHER = "teacher"
+STUDENT = "student"
+#: The ablation: the same student, data and budget without pseudo-labels.
+STUDENT_NO_PSEUDO = "student_no_pseudo"
+STUDENTS = (STUDENT, STUDENT_NO_PSEUDO)
+MODELS = (TEACHER,) + STUDENTS
+#: The analytic baseline scored beside the models.
+CENTER_BIAS = "center_bias"
+#: Model keys of ``reports/evaluate/<dataset>.json``, in report order.
+MODEL_KEYS = MODELS + (CENTER_BIAS,)
+MODEL_LABELS = {
+    TEACHER: "Teacher",
+    STUDENT: "Student (Semi-PKD)",
+    STUDENT_NO_PSEUDO: "Student w/o pseudo-labels",
+    CENTER_BIAS: "Center bias",
+}
+
+#: Evaluation protocols, in report order (docs/evaluation.md).
+PROTOCOLS = ("benchmark", "model_resolution")
+PROTOCOL_LABELS = {
+    "benchmark": "benchmark protocol (maps at each image's original size)",
+    "model_resolution": "model-resolution protocol (maps at the model's output size)",
+}
+
+#: Metric names; equal to the keys of every metrics JSON the pipeline writes.
+METRIC_NAMES = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "info_gain")
+#: Metrics shown in the md/tex tables (the paper's columns), in order.
+TABLE_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc")
+
+#: What to do with a bad sample or input file: stop naming it, or skip it, counted and logged.
+ON_ERROR = ("raise", "skip")
