@@ -36,7 +36,7 @@ import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from semipkd import metrics
 from semipkd.data import rescale_fixations, resize_density, resize_image
+from semipkd.inference import batches, check_size, eval_mode, forward_maps, images_to_tensor
 from semipkd.io import atomic_path, atomic_write_text
-from semipkd.runtime import autocast
 
 __all__ = [
     "PROTOCOLS",
@@ -55,8 +55,6 @@ __all__ = [
     "Example",
     "EvaluationResult",
     "center_bias_map",
-    "images_to_tensor",
-    "forward_maps",
     "predict_maps",
     "evaluate_benchmark",
     "save_examples",
@@ -107,7 +105,7 @@ def center_bias_map(
         (H, W) tensor of ``dtype`` in (0, 1], maximum 1 at the center (max-normalised like the
         ground-truth densities).
     """
-    h, w = _check_size(size, "size")
+    h, w = check_size(size, "size")
     if not sigma_frac > 0:
         raise ValueError(f"sigma_frac: must be > 0, got {sigma_frac}")
     ys = torch.arange(h, device=device, dtype=torch.float64) - (h - 1) / 2.0
@@ -120,56 +118,6 @@ def center_bias_map(
 
 # --------------------------------------------------------------------------------------------
 # Inference
-
-
-def images_to_tensor(images: Sequence[np.ndarray], input_size: tuple[int, int]) -> torch.Tensor:
-    """Resize uint8 RGB images to ``input_size`` and stack them as the model's input.
-
-    Args:
-        images: each uint8 (H_i, W_i, 3) RGB; sizes may differ.
-        input_size: (H, W) the network is fed at.
-
-    Returns:
-        float32 (B, 3, H, W) in [0, 1] on the CPU.
-    """
-    size = _check_size(input_size, "input_size")
-    batch = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
-    for i, img in enumerate(images):
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"image {i}: expected uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
-        batch[i] = resize_image(img, size)
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (the blur and batch norm behave as at test time), restore after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def forward_maps(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One inference batch: float32 (B, 3, H, W) in [0, 1] -> float32 (B, H_out, W_out) in [0, 1].
-
-    Runs under ``torch.inference_mode`` and, on CUDA, autocast; the result stays on ``device``.
-    The caller puts ``model`` on ``device`` and in eval mode.
-    """
-    with torch.inference_mode(), autocast(device, enabled=True):
-        out = model(x.to(device, non_blocking=True))
-    if out.ndim != 3 or out.shape[0] != x.shape[0]:
-        raise ValueError(f"model returned shape {tuple(out.shape)}; expected (B, H_out, W_out) with B={x.shape[0]}")
-    return out.float()
-
-
-def _batches(n: int, batch_size: int) -> Iterator[range]:
-    if batch_size <= 0:
-        raise ValueError(f"batch_size: must be > 0, got {batch_size}")
-    for start in range(0, n, batch_size):
-        yield range(start, min(start + batch_size, n))
 
 
 def predict_maps(
@@ -196,8 +144,8 @@ def predict_maps(
     device = torch.device(device)
     model.to(device)
     out = []
-    with _eval_mode(model):
-        for idx in tqdm(list(_batches(len(samples), batch_size)), desc="predict", disable=None if progress else True):
+    with eval_mode(model):
+        for idx in tqdm(list(batches(len(samples), batch_size)), desc="predict", disable=None if progress else True):
             x = images_to_tensor([samples[i].image for i in idx], input_size)
             out.append(forward_maps(model, x, device).cpu())
     if not out:
@@ -362,8 +310,8 @@ def evaluate_benchmark(
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"protocols: unknown protocol {p!r}; known: {', '.join(PROTOCOLS)}")
-    input_size = _check_size(input_size, "input_size")
-    output_size = _check_size(output_size, "output_size")
+    input_size = check_size(input_size, "input_size")
+    output_size = check_size(output_size, "output_size")
     device = torch.device(device)
     n = len(samples)
     if n == 0:
@@ -394,12 +342,12 @@ def evaluate_benchmark(
     with contextlib.ExitStack() as stack:
         for k, m in models.items():
             m.to(device)
-            stack.enter_context(_eval_mode(m))
+            stack.enter_context(eval_mode(m))
             if hasattr(m, "output_size"):
                 saved_sizes[k] = m.output_size
                 m.output_size = output_size
         try:
-            for idx in tqdm(list(_batches(n, batch_size)), desc="evaluate", disable=None if progress else True):
+            for idx in tqdm(list(batches(n, batch_size)), desc="evaluate", disable=None if progress else True):
                 batch = [samples[i] for i in idx]
                 for i, s in zip(idx, batch):
                     if str(s.name) != names[i]:
@@ -533,13 +481,6 @@ def _mean(arr: np.ndarray, names: Sequence[str], what: str) -> float:
         bad = [names[i] for i in np.flatnonzero(~finite)]
         raise RuntimeError(f"{what}: non-finite on {len(bad)} images: {', '.join(bad[:10])}")
     return float(arr.mean())
-
-
-def _check_size(size: Iterable[int], what: str) -> tuple[int, int]:
-    t = tuple(int(v) for v in size)
-    if len(t) != 2 or min(t) <= 0:
-        raise ValueError(f"{what}: expected (H, W) of two positive ints, got {size!r}")
-    return t
 
 
 # --------------------------------------------------------------------------------------------

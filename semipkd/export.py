@@ -24,7 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from semipkd.inference import OnnxRunner, check_size, model_input_size
 from semipkd.io import atomic_path
+from semipkd.models import load_model
+from semipkd.runtime import setup_logging
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_max_abs_diff", "main"]
 
@@ -73,9 +76,7 @@ def export_onnx(
     Returns:
         The max absolute difference measured (None when not checked).
     """
-    size = tuple(int(v) for v in input_size)
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"input_size: expected (H, W) of two positive ints, got {input_size!r}")
+    size = check_size(input_size, "input_size")
     model = model.cpu().eval()
     diff = None
     with atomic_path(path) as tmp:
@@ -96,14 +97,11 @@ def onnx_max_abs_diff(model: nn.Module, onnx_path: str | Path, input_size: tuple
 
     Uses a batch of 2 by default, so the dynamic batch axis is exercised (export traced batch 1).
     """
-    import onnxruntime as ort
-
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, *input_size, generator=g)
     with torch.inference_mode():
         ref = model.cpu().eval()(x).float().numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = sess.run(["saliency"], {"image": x.numpy()})
+    got = OnnxRunner(onnx_path, device="cpu")(x).numpy()
     if got.shape != ref.shape:
         raise RuntimeError(f"{onnx_path}: onnxruntime output shape {got.shape} differs from PyTorch's {ref.shape}")
     return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
@@ -121,10 +119,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns 0 on success, 1 if the check fails, 2 on bad arguments."""
-    from semipkd.models import load_model
-    from semipkd.predict import model_input_size
-    from semipkd.runtime import setup_logging
-
     args = _parse_args(argv)
     setup_logging("export")
     try:

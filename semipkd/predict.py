@@ -15,18 +15,35 @@ is 255 (uses the whole 8-bit range; every saliency metric is invariant to this s
 normalises anyway), and rounded to uint8. An all-zero map stays all zero.
 
 A file that cannot be decoded is reported by name and, per ``--on-error``, skipped (``skip``) or
-ends the run with exit status 2 (``raise``, the default).
+ends the run with exit status 2 (``raise``, the default). Images are read by
+:func:`semipkd.inference.read_image`, the reader ``evaluate`` uses (EXIF orientation applied).
+
+Backends (``--backend``): ``torch`` runs the PyTorch model (on the CPU the fused, frozen,
+channels-last graph of :func:`semipkd.models.optimize_for_inference`); ``onnxruntime`` runs the
+graph :func:`semipkd.export.export_onnx` writes (to ``--onnx PATH``, or once per checkpoint into
+``<cache>/onnx/``), on onnxruntime's CPU provider, or its CUDA provider when the device is CUDA
+and onnxruntime has one. Both give the same maps to 1e-4. ``auto`` (the default) uses whichever
+was faster in a measurement on this machine: :func:`measure_backends` times a few interleaved
+batches of each at the model's input size and batch size, and the result is cached in
+``<cache>/backends.json`` under the checkpoint's sha256, input size, batch size, device and
+thread count, so it is measured once per setting. ``--calibrate`` measures again (and prints
+the times); ``python -m semipkd.predict --calibrate --model M`` does only that. ``<cache>`` is
+``--cache-dir``, default ``$XDG_CACHE_HOME/semipkd`` (``~/.cache/semipkd``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import statistics
 import sys
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -34,23 +51,40 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import semipkd
 from semipkd import metrics
-from semipkd.evaluate import forward_maps, images_to_tensor
-from semipkd.io import atomic_write_bytes
+from semipkd.export import DEFAULT_OPSET, export_onnx
+from semipkd.inference import (
+    BACKENDS,
+    ImageReadError,
+    OnnxRunner,
+    TorchRunner,
+    batches,
+    images_to_tensor,
+    model_input_size,
+    read_image,
+)
+from semipkd.io import atomic_write_bytes, atomic_write_json, sha256_file
+from semipkd.models import load_model
+from semipkd.names import ON_ERROR
+from semipkd.runtime import select_device, setup_logging
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "ON_ERROR",
+    "BACKEND_CHOICES",
     "CUDA_BATCH",
     "CPU_BATCH",
-    "ImageReadError",
     "PredictSummary",
+    "Runner",
     "list_images",
-    "read_image",
     "map_to_uint8",
     "encode_png",
-    "model_input_size",
     "output_paths",
+    "default_cache_dir",
+    "onnx_graph",
+    "make_runner",
+    "measure_backends",
+    "choose_backend",
     "predict_paths",
     "main",
 ]
@@ -59,17 +93,19 @@ log = logging.getLogger(__name__)
 
 #: File name endings read as images (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-#: Choices of ``on_error``.
-ON_ERROR = ("raise", "skip")
+#: Choices of ``--backend``.
+BACKEND_CHOICES = ("auto",) + BACKENDS
 #: Default batch sizes. On the CPU a batch buys nothing at the paper's 384x384 (per image, a
 #: batch of 8 took 185 ms against 136 ms alone for the mobilenet_v2 student, one thread: the
 #: larger activations fall out of cache), so images go one by one there; GPUs want batches.
 CUDA_BATCH = 8
 CPU_BATCH = 1
+#: Batches of each backend timed by :func:`measure_backends` (after one warm-up batch each).
+CALIBRATION_ROUNDS = 5
 
-
-class ImageReadError(ValueError):
-    """An input file that is not a decodable image; the message names the file."""
+#: An inference backend: float32 (B, 3, H, W) RGB in [0, 1] -> float32 (B, H_out, W_out) in
+#: [0, 1] on the CPU (:class:`semipkd.inference.TorchRunner`, :class:`~semipkd.inference.OnnxRunner`).
+Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -97,25 +133,6 @@ def list_images(path: str | Path) -> list[Path]:
     return files
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode ``path`` to uint8 (H, W, 3) RGB (grayscale is replicated, alpha dropped).
-
-    EXIF orientation is applied, as viewers and the benchmarks' own images do. Raises
-    :class:`ImageReadError` naming the file when it cannot be read or decoded.
-    """
-    path = Path(path)
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: that one fails silently on non-ASCII paths
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from e
-    if buf.size == 0:
-        raise ImageReadError(f"{path}: empty file")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ImageReadError(f"{path}: not a decodable image")
-    return np.ascontiguousarray(img[:, :, ::-1])
-
-
 def map_to_uint8(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(H_out, W_out) map in [0, 1] -> uint8 (H, W) at ``size``: resized, max-normalised, rounded."""
     m = metrics.resize_to(saliency[None].float(), tuple(size))[0].clamp_(min=0.0)
@@ -135,29 +152,6 @@ def encode_png(gray: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def model_input_size(model: nn.Module, override: Sequence[int] | None = None) -> tuple[int, int]:
-    """The (H, W) to feed ``model``: ``override``, else its config's ``input_size``, else ``output_size``.
-
-    Checkpoints record ``output_size`` for sure; ``input_size`` only when the training stage put
-    it in the model config. In this project's configurations input and output sizes match for
-    the benchmarks (384x384 in the paper), so the output size is the fallback, logged.
-    """
-    if override is not None:
-        size = tuple(int(v) for v in override)
-    else:
-        config = getattr(model, "config", None) or {}
-        size = config.get("input_size")
-        if size is None:
-            size = config.get("output_size") or getattr(model, "output_size", None)
-            if size is None:
-                raise ValueError("the model records neither input_size nor output_size; pass --input-size H W")
-            log.info("checkpoint records no input_size; feeding images at its output size %s", tuple(size))
-        size = tuple(int(v) for v in size)
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"input size: expected two positive ints H W, got {size}")
-    return size
-
-
 def output_paths(paths: Sequence[Path], input_root: Path, output_dir: Path) -> list[Path]:
     """``<output_dir>/<path relative to input_root>.png`` for each input; refuses collisions."""
     input_root = Path(input_root)
@@ -173,13 +167,138 @@ def output_paths(paths: Sequence[Path], input_root: Path, output_dir: Path) -> l
     return out
 
 
-def predict_paths(
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/semipkd``, or ``~/.cache/semipkd``: exported graphs and backend timings."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semipkd"
+
+
+def onnx_graph(
     model: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    checkpoint_sha: str,
+    cache_dir: str | Path,
+    path: str | Path | None = None,
+) -> Path:
+    """The ONNX graph of ``model`` at ``input_size``, exported (and checked to 1e-4) when missing.
+
+    ``path`` given: that file, exported there if it does not exist yet (an existing file is
+    used as it is; :class:`~semipkd.inference.OnnxRunner` refuses it if its input size differs).
+    Otherwise ``<cache_dir>/onnx/<sha>-<H>x<W>-...onnx``, keyed by the checkpoint's sha256 and the
+    semipkd, torch and opset versions that wrote it, so a cached graph is never a stale one.
+    """
+    h, w = input_size
+    if path is None:
+        name = f"{checkpoint_sha[:16]}-{h}x{w}-semipkd{semipkd.__version__}-torch{torch.__version__.split('+')[0]}-opset{DEFAULT_OPSET}.onnx"
+        path = Path(cache_dir) / "onnx" / name
+    path = Path(path)
+    if not path.is_file():
+        log.info("exporting the model to %s (once for this checkpoint and input size)", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, input_size)
+    return path
+
+
+def make_runner(
+    backend: str,
+    model: nn.Module,
+    input_size: tuple[int, int],
+    device: torch.device,
+    *,
+    onnx_path: Callable[[], Path],
+    threads: int | None = None,
+) -> Runner:
+    """The :data:`Runner` of ``backend`` (``torch`` or ``onnxruntime``) for ``model`` on ``device``.
+
+    ``onnx_path`` is called only for ``onnxruntime`` (exporting costs seconds).
+    """
+    if backend == "torch":
+        return TorchRunner(model, device, optimize=True, input_size=input_size)
+    if backend == "onnxruntime":
+        return OnnxRunner(onnx_path(), device=device, threads=threads)
+    raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+def measure_backends(
+    runners: Mapping[str, Runner],
+    input_size: tuple[int, int],
+    batch_size: int,
+    *,
+    rounds: int = CALIBRATION_ROUNDS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Median wall time (ms) of one batch through each runner, interleaved (A, B, A, B, ...).
+
+    The batch is seeded random float32 (``batch_size``, 3, H, W) at ``input_size``. Each runner
+    first runs one unmeasured warm-up batch (allocation, oneDNN kernel selection), then
+    ``rounds`` measured ones; interleaving gives both the same share of whatever else the
+    machine is doing.
+    """
+    x = torch.rand(batch_size, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for r in range(rounds + 1):
+        for k, run in runners.items():
+            t0 = time.perf_counter()
+            run(x)
+            if r:
+                times[k].append(1000.0 * (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _calibration_key(checkpoint_sha: str, input_size, batch_size: int, device: torch.device, threads: int) -> str:
+    return f"{checkpoint_sha}|{input_size[0]}x{input_size[1]}|batch{batch_size}|{device.type}|threads{threads}"
+
+
+def choose_backend(
+    make: Callable[[str], Runner],
+    *,
+    checkpoint_sha: str,
+    input_size: tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    cache_dir: str | Path,
+    remeasure: bool = False,
+) -> tuple[str, dict[str, float], Runner | None]:
+    """Pick the faster backend for this checkpoint and setting, from the cache or by measuring.
+
+    ``make(name)`` builds a backend's runner. The measurement (:func:`measure_backends`) is
+    stored in ``<cache_dir>/backends.json`` under the checkpoint's sha256, input size, batch
+    size, device type and torch's thread count; ``remeasure`` ignores a stored one.
+
+    Returns:
+        (backend name, {backend: median ms per batch}, the chosen runner when it was built
+        during the measurement, else None).
+    """
+    path = Path(cache_dir) / "backends.json"
+    key = _calibration_key(checkpoint_sha, input_size, batch_size, device, torch.get_num_threads())
+    stored: dict = {}
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("%s: unreadable (%s); measuring again", path, e)
+    entry = stored.get(key)
+    if entry and not remeasure and entry.get("choice") in BACKENDS:
+        log.info("backend %s (measured %s: %s ms per batch; --calibrate to measure again)",
+                 entry["choice"], entry.get("measured", "?"), entry.get("ms"))
+        return entry["choice"], dict(entry.get("ms", {})), None
+    runners = {name: make(name) for name in BACKENDS}
+    ms = measure_backends(runners, input_size, batch_size)
+    choice = min(ms, key=ms.get)
+    stored[key] = {"choice": choice, "ms": {k: round(v, 3) for k, v in ms.items()}, "rounds": CALIBRATION_ROUNDS,
+                   "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(path, stored)
+    log.info("measured per batch of %d: %s -> backend %s (stored in %s)",
+             batch_size, ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), choice, path)
+    return choice, ms, runners[choice]
+
+
+def predict_paths(
+    runner: Runner,
     paths: Sequence[Path],
     outputs: Sequence[Path],
     *,
     input_size: tuple[int, int],
-    device: torch.device | str,
     batch_size: int = 8,
     on_error: str = "raise",
     progress: bool = True,
@@ -187,11 +306,12 @@ def predict_paths(
     """Predict ``paths[i]`` and write its PNG to ``outputs[i]`` (atomically), in batches.
 
     Args:
-        model: maps float (B, 3, H, W) RGB [0, 1] to (B, H_out, W_out) [0, 1]; moved to
-            ``device`` and put in eval mode.
+        runner: a :data:`Runner` (either backend) taking (B, 3, H, W) at ``input_size``.
         input_size: (H, W) images are resized to before the network.
-        on_error: ``"raise"`` (an unreadable image raises :class:`ImageReadError`) or ``"skip"``
-            (it is logged by name, listed in the summary, and the rest go on).
+        batch_size: images per batch; the last batch may be shorter.
+        on_error: ``"raise"`` (an unreadable image raises
+            :class:`~semipkd.inference.ImageReadError`) or ``"skip"`` (it is logged by name,
+            listed in the summary, and the rest go on).
 
     Returns:
         :class:`PredictSummary`.
@@ -200,12 +320,8 @@ def predict_paths(
         raise ValueError(f"on_error: {on_error!r} is not one of {', '.join(ON_ERROR)}")
     if len(paths) != len(outputs):
         raise ValueError(f"{len(paths)} inputs but {len(outputs)} output paths")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size: must be > 0, got {batch_size}")
-    device = torch.device(device)
-    model.to(device).eval()
+    chunks = list(batches(len(paths), batch_size))
     summary = PredictSummary()
-    chunks = [range(i, min(i + batch_size, len(paths))) for i in range(0, len(paths), batch_size)]
 
     def load(idx: range) -> list[tuple[int, np.ndarray | None, str]]:
         got = []
@@ -216,8 +332,8 @@ def predict_paths(
                 got.append((i, None, str(e)))
         return got
 
-    # One reader thread decodes batch k+1 while batch k is in the network (cv2 releases the GIL);
-    # one writer thread encodes and writes PNGs. At most two batches are held in memory.
+    # One reader thread decodes batch k+1 while batch k is in the network (the decoders release
+    # the GIL); one writer thread encodes and writes PNGs. At most two batches are held in memory.
     with ThreadPoolExecutor(1, thread_name_prefix="predict-read") as reader, ThreadPoolExecutor(
         1, thread_name_prefix="predict-write"
     ) as writer, tqdm(total=len(paths), desc="predict", unit="img", disable=None if progress else True) as bar:
@@ -232,13 +348,13 @@ def predict_paths(
                     if on_error == "raise":
                         if pending is not None:
                             pending.cancel()
-                        raise ImageReadError(err)
+                        raise ImageReadError(None, err)
                     log.warning("skipping %s", err)
                     summary.failed.append((paths[i], err))
                 else:
                     good.append((i, img))
             if good:
-                maps = forward_maps(model, images_to_tensor([img for _, img in good], input_size), device).cpu()
+                maps = runner(images_to_tensor([img for _, img in good], input_size))
                 for (i, img), m in zip(good, maps):
                     writes.append(writer.submit(_write_png, outputs[i], m, img.shape[:2]))
                     summary.written.append(outputs[i])
@@ -258,38 +374,71 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Write one 8-bit grayscale saliency PNG per image, at the image's original size.",
     )
     ap.add_argument("--model", required=True, type=Path, help="checkpoint, e.g. models/student.pt")
-    ap.add_argument("--input", required=True, type=Path, help="an image, or a folder searched recursively")
-    ap.add_argument("--output", required=True, type=Path, help="folder for the PNGs (created)")
+    ap.add_argument("--input", type=Path, help="an image, or a folder searched recursively")
+    ap.add_argument("--output", type=Path, help="folder for the PNGs (created)")
     ap.add_argument(
         "--batch-size", type=int, default=None, help=f"images per forward pass (default: {CUDA_BATCH} on CUDA, {CPU_BATCH} on the CPU)"
     )
     ap.add_argument("--on-error", choices=ON_ERROR, default="raise", help="unreadable image: stop (raise) or skip it")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="network input size (default: from the checkpoint)")
-    return ap.parse_args(argv)
+    ap.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                    help="inference backend (default auto: the faster one measured on this machine)")
+    ap.add_argument("--onnx", type=Path, default=None, help="ONNX graph for onnxruntime: used if it exists, else exported there")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="measure both backends again and store the choice auto uses; alone (no --input) it only measures")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for either backend (default: torch's)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help=f"exported graphs and timings (default {default_cache_dir()})")
+    args = ap.parse_args(argv)
+    if (args.input is None) != (args.output is None) or (args.input is None and not args.calibrate):
+        ap.error("--input and --output are required (unless --calibrate is given alone)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 2 bad input or an unreadable image under raise)."""
-    from semipkd.models import load_model
-    from semipkd.runtime import select_device, setup_logging
-
     args = _parse_args(argv)
     setup_logging("predict")
     try:
-        if args.batch_size is not None and args.batch_size <= 0:
-            raise ValueError(f"--batch-size: must be > 0, got {args.batch_size}")
+        for name in ("batch_size", "threads"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')}: must be > 0, got {value}")
         if not args.model.is_file():
             raise FileNotFoundError(f"--model {args.model}: no such file")
-        paths = list_images(args.input)
-        outputs = output_paths(paths, args.input, args.output)
+        if args.input is not None:
+            paths = list_images(args.input)
+            outputs = output_paths(paths, args.input, args.output)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         device = select_device(args.device)
         model = load_model(args.model, map_location="cpu")
         size = model_input_size(model, args.input_size)
         batch_size = args.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
-        summary = predict_paths(
-            model, paths, outputs, input_size=size, device=device, batch_size=batch_size, on_error=args.on_error
-        )
+        cache_dir = args.cache_dir or default_cache_dir()
+        sha = sha256_file(args.model)
+
+        def make(backend: str) -> Runner:
+            graph = lambda: onnx_graph(model, size, checkpoint_sha=sha, cache_dir=cache_dir, path=args.onnx)  # noqa: E731
+            return make_runner(backend, model, size, device, onnx_path=graph, threads=args.threads)
+
+        backend, runner = args.backend, None
+        if backend == "auto" or args.calibrate:
+            chosen, ms, runner = choose_backend(make, checkpoint_sha=sha, input_size=size, batch_size=batch_size,
+                                                device=device, cache_dir=cache_dir, remeasure=args.calibrate)
+            if args.calibrate:
+                print(f"{args.model} at {size[0]}x{size[1]}, batch {batch_size}, {device.type}, "
+                      f"{torch.get_num_threads()} threads: "
+                      + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()) + f" per batch -> auto uses {chosen}")
+            if backend == "auto":
+                backend = chosen
+            elif backend != chosen:
+                runner = None
+        if args.input is None:
+            return 0
+        runner = runner or make(backend)
+        log.info("backend: %s", backend)
+        summary = predict_paths(runner, paths, outputs, input_size=size, batch_size=batch_size, on_error=args.on_error)
     except (ImageReadError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

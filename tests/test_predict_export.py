@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from semipkd import predict as pr
+from semipkd.inference import ImageReadError, TorchRunner
 from semipkd.models import build_model, checkpoint_payload
 
 OUT = (32, 32)  # model output size; also its input size (the checkpoint records no input size)
@@ -22,9 +23,20 @@ def student(tmp_path_factory):
     """A tiny real student (mobilenet_v2, random weights) saved as a checkpoint."""
     torch.manual_seed(0)
     model = build_model("mobilenet_v2", output_size=OUT, pretrained=False).eval()
+    with torch.no_grad():
+        # Random weights give maps within 0.498..0.501, which all become 254-255 in a PNG; a
+        # larger head spreads them over ~0.4..0.6, so comparisons of PNGs can fail.
+        model.decoder.head.weight.mul_(50.0)
     path = tmp_path_factory.mktemp("ckpt") / "student.pt"
     torch.save(checkpoint_payload(model), path)
     return model, path
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    """Exported graphs and backend timings go to a per-test cache, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "semipkd"
 
 
 def _write(path, img):
@@ -60,7 +72,7 @@ def test_predict_cli_writes_one_8bit_png_per_image_at_original_size(student, ima
     _, ckpt = student
     root, sizes = image_folder
     out = tmp_path / "maps"
-    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--batch-size", "3", "--device", "cpu"])
+    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--batch-size", "3", "--device", "cpu", "--backend", "torch"])
     assert rc == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["a.png", "b.png", "sub/c.png", "sub/d.png"]
@@ -81,7 +93,7 @@ def test_predicted_png_is_the_model_map_resized_to_the_original(student, tmp_pat
     rng = np.random.default_rng(3)
     img = (rng.random((45, 70, 3)) * 255).astype(np.uint8)
     _write(tmp_path / "x.png", img[:, :, ::-1])  # cv2 writes BGR
-    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu", "--backend", "torch"]) == 0
     x = torch.from_numpy(resize_image(img, OUT)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         ref = resize_to(model(x).double(), (45, 70))[0].clamp(min=0)
@@ -98,7 +110,7 @@ def test_predict_skips_a_bad_image_by_name(student, image_folder, tmp_path, capl
     (root / "empty.png").write_bytes(b"")
     out = tmp_path / "maps"
     with caplog.at_level(logging.WARNING):
-        rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--on-error", "skip", "--device", "cpu"])
+        rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--on-error", "skip", "--device", "cpu", "--backend", "torch"])
     assert rc == 0
     assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png", "c.png", "d.png"]
     assert "broken.jpg" in caplog.text and "empty.png" in caplog.text
@@ -109,7 +121,7 @@ def test_predict_fails_on_a_bad_image_by_default(student, image_folder, tmp_path
     root, _ = image_folder
     (root / "aa_broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "maps"
-    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--device", "cpu"])
+    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--device", "cpu", "--backend", "torch"])
     assert rc == 2
     assert "aa_broken.jpg" in caplog.text and "not a decodable image" in caplog.text
     assert not (out / "aa_broken.png").exists()
@@ -121,12 +133,13 @@ def test_predict_paths_summary_and_raise(student, image_folder, tmp_path):
     (root / "bad.png").write_bytes(b"nope")
     paths = pr.list_images(root)
     outs = pr.output_paths(paths, root, tmp_path / "o")
-    s = pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", batch_size=2, on_error="skip", progress=False)
+    runner = TorchRunner(model, "cpu")
+    s = pr.predict_paths(runner, paths, outs, input_size=OUT, batch_size=2, on_error="skip", progress=False)
     assert [p.name for p, _ in s.failed] == ["bad.png"] and len(s.written) == 4
-    with pytest.raises(pr.ImageReadError, match="bad.png"):
-        pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", batch_size=2, on_error="raise", progress=False)
+    with pytest.raises(ImageReadError, match="bad.png"):
+        pr.predict_paths(runner, paths, outs, input_size=OUT, batch_size=2, on_error="raise", progress=False)
     with pytest.raises(ValueError, match="on_error"):
-        pr.predict_paths(model, paths, outs, input_size=OUT, device="cpu", on_error="ignore")
+        pr.predict_paths(runner, paths, outs, input_size=OUT, on_error="ignore")
 
 
 def test_predict_input_errors(student, tmp_path, caplog):
@@ -154,17 +167,63 @@ def test_map_to_uint8_known_values():
     assert up.shape == (40, 60) and up.dtype == np.uint8 and up.max() == 255
 
 
-def test_model_input_size():
-    class M(nn.Module):
-        config = {"output_size": [24, 32]}
 
-    assert pr.model_input_size(M()) == (24, 32)
-    M.config = {"output_size": [24, 32], "input_size": [48, 64]}
-    assert pr.model_input_size(M()) == (48, 64)
-    assert pr.model_input_size(M(), (8, 8)) == (8, 8)
-    with pytest.raises(ValueError):
-        pr.model_input_size(M(), (0, 8))
+# --------------------------------------------------------------------------------------------
+# onnxruntime backend and auto
 
+
+def _predict(ckpt, src, out, *extra):
+    return pr.main(["--model", str(ckpt), "--input", str(src), "--output", str(out), "--device", "cpu", *extra])
+
+
+def test_onnxruntime_backend_writes_the_torch_maps(student, image_folder, tmp_path, cache_home):
+    _, ckpt = student
+    root, sizes = image_folder
+    # batch 3 over 4 images: the last batch (1 image) runs through the dynamic batch axis
+    assert _predict(ckpt, root, tmp_path / "t", "--backend", "torch", "--batch-size", "3") == 0
+    assert _predict(ckpt, root, tmp_path / "o", "--backend", "onnxruntime", "--batch-size", "3") == 0
+    assert len(list((cache_home / "onnx").glob("*.onnx"))) == 1  # exported once, into the cache
+    for rel, size in sizes.items():
+        png = Path(rel).with_suffix(".png")
+        a, b = _read_png(tmp_path / "t" / png).astype(int), _read_png(tmp_path / "o" / png).astype(int)
+        assert a.shape == b.shape == size
+        assert np.abs(a - b).max() <= 1  # maps equal to 1e-4; uint8 rounding may flip one level
+        assert a.std() > 0
+
+
+def test_onnxruntime_backend_skips_or_stops_on_a_bad_image(student, image_folder, tmp_path, caplog):
+    _, ckpt = student
+    root, _ = image_folder
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    onnx = tmp_path / "given.onnx"
+    args = ("--backend", "onnxruntime", "--onnx", str(onnx), "--batch-size", "2")
+    with caplog.at_level(logging.WARNING):
+        assert _predict(ckpt, root, tmp_path / "s", "--on-error", "skip", *args) == 0
+    assert onnx.is_file()  # --onnx PATH: exported there when missing
+    assert sorted(p.name for p in (tmp_path / "s").rglob("*.png")) == ["a.png", "b.png", "c.png", "d.png"]
+    assert "broken.jpg" in caplog.text
+    caplog.clear()
+    assert _predict(ckpt, root, tmp_path / "r", *args) == 2
+    assert "broken.jpg: not a decodable image" in caplog.text
+
+
+def test_auto_uses_the_stored_measurement(student, image_folder, tmp_path, cache_home, caplog, capsys):
+    import json
+
+    _, ckpt = student
+    root, _ = image_folder
+    assert pr.main(["--model", str(ckpt), "--calibrate", "--device", "cpu", "--threads", "1"]) == 0
+    assert "-> auto uses" in capsys.readouterr().out
+    stored = json.loads((cache_home / "backends.json").read_text())
+    ((key, entry),) = stored.items()
+    assert key.endswith("|32x32|batch1|cpu|threads1") and key.startswith(pr.sha256_file(ckpt))
+    assert set(entry["ms"]) == {"torch", "onnxruntime"} and entry["choice"] == min(entry["ms"], key=entry["ms"].get)
+    with caplog.at_level(logging.INFO):
+        assert _predict(ckpt, root, tmp_path / "o", "--threads", "1") == 0
+    assert f"backend {entry['choice']} (measured" in caplog.text  # read back, not measured again
+    assert len(list((tmp_path / "o").rglob("*.png"))) == 4
+    with pytest.raises(SystemExit):  # predicting needs both --input and --output
+        pr.main(["--model", str(ckpt), "--input", str(root)])
 
 # --------------------------------------------------------------------------------------------
 # export

@@ -114,7 +114,7 @@ def _to_uint8_gray(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Read a stimulus as RGB.
+    """Read a stimulus as RGB, upright (EXIF orientation applied).
 
     Args:
         path: a .jpg/.jpeg/.png file.
@@ -126,8 +126,13 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
     Raises:
         DataError: missing, truncated, corrupt, transparent or of an unsupported mode.
     """
+    from PIL import ImageOps
+
     path = Path(path)
     im = _open_pil(path)
+    # EXIF orientation applied, as viewers, cameras' previews and cv2.imread show the photo; the
+    # one orientation policy of every image reader (predict reads through this function too).
+    ImageOps.exif_transpose(im, in_place=True)
     mode = im.mode
     notes: tuple[str, ...] = ()
     try:
