@@ -36,7 +36,7 @@ def test_exif_orientation_6_reads_rotated_the_same_in_evaluate_and_predict(tmp_p
     plain = inf.read_image(tmp_path / "plain.jpg")
     via_predict = inf.read_image(tmp_path / "rotated.jpg")
     via_evaluate, notes = read_dataset_image(tmp_path / "rotated.jpg")  # what the benchmark readers call
-    assert via_predict.shape == (40, 24, 3) and notes == ()
+    assert via_predict.shape == (40, 24, 3) and notes == ("EXIF orientation 6 applied",)
     np.testing.assert_array_equal(via_predict, via_evaluate)
     # Known answer: the stored pixels turned 90 degrees clockwise ...
     np.testing.assert_array_equal(via_predict, np.rot90(plain, k=-1))

@@ -121,7 +121,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
 
     Returns:
         ``(image, notes)``: image uint8 (H, W, 3) RGB, C-contiguous; notes, a tuple of strings
-        describing any colour conversion applied (empty for plain 8-bit RGB).
+        describing any orientation or colour conversion applied (empty for plain 8-bit RGB).
 
     Raises:
         DataError: missing, truncated, corrupt, transparent or of an unsupported mode.
@@ -132,6 +132,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
     im = _open_pil(path)
     # EXIF orientation applied, as viewers, cameras' previews and cv2.imread show the photo; the
     # one orientation policy of every image reader (predict reads through this function too).
+    # Noted, because a dataset's maps may have been made on the stored (unrotated) pixels: a
+    # non-square one then fails the size check against its maps; a square one shows in the notes.
+    orientation = im.getexif().get(0x0112, 1)
     ImageOps.exif_transpose(im, in_place=True)
     mode = im.mode
     notes: tuple[str, ...] = ()
@@ -168,6 +171,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
         im.close()
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise DataError(path, f"decoded to an unexpected shape {arr.shape}")
+    if orientation in (2, 3, 4, 5, 6, 7, 8):  # the values exif_transpose acts on
+        notes = (f"EXIF orientation {orientation} applied",) + notes
     return np.ascontiguousarray(arr), notes
 
 
