@@ -43,6 +43,7 @@ from semipkd import evaluate as ev  # noqa: E402
 from semipkd import predict as pr  # noqa: E402
 from semipkd.data import open_benchmark  # noqa: E402
 from semipkd.data.synthetic import generate  # noqa: E402
+from semipkd.inference import TorchRunner  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.models import build_model  # noqa: E402
 from semipkd.runtime import select_device  # noqa: E402
@@ -100,13 +101,13 @@ def bench_predict(tmp: Path, n: int, img_size: tuple[int, int], model_size: tupl
         img = cv2.GaussianBlur((rng.random((*img_size, 3)) * 255).astype(np.uint8), (0, 0), 3)
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), img)
     torch.manual_seed(0)
-    model = build_model(STUDENT, output_size=model_size, pretrained=False)
+    runner = TorchRunner(build_model(STUDENT, output_size=model_size, pretrained=False), device)  # eager
     paths = pr.list_images(folder)
     out = {}
     for bs in (1, 8):
         outs = pr.output_paths(paths, folder, tmp / f"maps_bs{bs}")
-        pr.predict_paths(model, paths[:2], outs[:2], input_size=model_size, device=device, batch_size=bs, progress=False)
-        _, t = _timed(lambda: pr.predict_paths(model, paths, outs, input_size=model_size, device=device, batch_size=bs, progress=False))
+        pr.predict_paths(runner, paths[:2], outs[:2], input_size=model_size, batch_size=bs, progress=False)
+        _, t = _timed(lambda: pr.predict_paths(runner, paths, outs, input_size=model_size, batch_size=bs, progress=False))
         out[f"batch_{bs}_images_per_s"] = n / t
     out.update({"images": n, "image_size": list(img_size), "model_size": list(model_size)})
     out["batch_8_vs_1"] = out["batch_8_images_per_s"] / out["batch_1_images_per_s"]

@@ -29,6 +29,7 @@ from torch import nn
 from semipkd.data import resize_image
 from semipkd.data.validate import DataError
 from semipkd.data.validate import read_image as _read_dataset_image
+from semipkd.models import optimize_for_inference
 from semipkd.runtime import autocast
 
 __all__ = [
@@ -166,8 +167,6 @@ class TorchRunner:
         optimize: bool = False,
         input_size: Sequence[int] | None = None,
     ) -> None:
-        from semipkd.models import optimize_for_inference
-
         self.device = torch.device(device)
         if optimize and self.device.type == "cpu":
             if input_size is None:
