@@ -215,7 +215,11 @@ def make_runner(
     if backend == "torch":
         return TorchRunner(model, device, optimize=True, input_size=input_size)
     if backend == "onnxruntime":
-        return OnnxRunner(onnx_path(), device=device, threads=threads)
+        runner = OnnxRunner(onnx_path(), device=device, threads=threads)
+        if runner.input_size != tuple(input_size):
+            raise ValueError(f"{runner.path}: graph input is {runner.input_size[0]}x{runner.input_size[1]}, the model is fed "
+                             f"{input_size[0]}x{input_size[1]}; pass --input-size or another --onnx")
+        return runner
     raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
 
 

@@ -205,6 +205,9 @@ def test_onnxruntime_backend_skips_or_stops_on_a_bad_image(student, image_folder
     caplog.clear()
     assert _predict(ckpt, root, tmp_path / "r", *args) == 2
     assert "broken.jpg: not a decodable image" in caplog.text
+    caplog.clear()  # the graph was exported for 32x32 inputs: another input size is refused by name
+    assert _predict(ckpt, root, tmp_path / "z", *args, "--input-size", "64", "64") == 2
+    assert "given.onnx: graph input is 32x32" in caplog.text and not (tmp_path / "z").exists()
 
 
 def test_auto_uses_the_stored_measurement(student, image_folder, tmp_path, cache_home, caplog, capsys):
