@@ -264,6 +264,11 @@ def print_table(result: dict) -> None:
             print(f"  {name} misses by {m['ratio_over_target']:.2f}x ({m['ms_over_target']:.1f} ms over "
                   f"{m['target_ms_in_this_run']:.1f} ms); onnxruntime by op type (ms): {p['by_op_type_ms']}")
             print(f"  costliest nodes (ms): {p['top_nodes_ms']}")
+            conv = p["by_op_type_ms"].get("Conv", 0.0)
+            print(f"  why: convolutions alone take {conv:.1f} ms ({100 * conv / p['kernel_ms_per_run']:.0f}% of the kernel "
+                  f"time) against a {m['target_ms_in_this_run']:.1f} ms target; fusing batch norm and activations and "
+                  "changing the layout do not remove that arithmetic" if conv > m["target_ms_in_this_run"] else
+                  f"  convolutions take {conv:.1f} ms of {p['kernel_ms_per_run']:.1f} ms kernel time")
         if "context_paper_code_ms_other_day" in r:
             print(f"  context only: the paper's code took ~{r['context_paper_code_ms_other_day']:.0f} ms on another day")
         print(f"  max abs diff vs eager: {r['max_abs_diff_vs_eager']}")
