@@ -66,16 +66,25 @@ _WRITER = textwrap.dedent(
             atomic_torch_save(os.path.join(out, "last.pt"), obj)
             atomic_save_npy(os.path.join(out, "shard_00000.npy"), np.full(3_000_000, i % 251, np.uint8))
             atomic_write_json(os.path.join(out, "metrics.json"), {{"step": i, "pad": "x" * 100_000}})
+        if i == 1:  # every file exists once: from here on each kill lands among the writes
+            print("written", flush=True)
     """
 )
 
 
 def _kill_writer(out: Path, naive: bool, delay: float) -> None:
+    """Start the writer, wait until its first round of writes is complete, then kill it ``delay``
+    seconds later. Timing from the first write, not from the start, keeps the kills among the
+    writes however long a loaded machine takes to import torch."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER.format(), str(out), "naive" if naive else "atomic"], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER.format(), str(out), "naive" if naive else "atomic"],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "written", f"the writer ended before its first write (exit {proc.wait()})"
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
 
 
 def _whole(out: Path) -> bool:
@@ -102,7 +111,7 @@ def test_sigkill_during_atomic_writes_never_leaves_a_half_written_file(tmp_path)
     out = tmp_path / "atomic"
     out.mkdir()
     for _ in range(12):
-        _kill_writer(out, naive=False, delay=rng.uniform(1.0, 2.5))
+        _kill_writer(out, naive=False, delay=rng.uniform(0.0, 0.8))
         assert _whole(out), sorted(p.name for p in out.iterdir())
     assert (out / "last.pt").exists()
     # Leftover temp files are hidden (.name.*.tmp) and never taken for the file itself.
@@ -117,7 +126,7 @@ def test_the_kill_check_catches_a_non_atomic_writer(tmp_path):
     out.mkdir()
     broken = 0
     for _ in range(12):
-        _kill_writer(out, naive=True, delay=rng.uniform(1.0, 2.5))
+        _kill_writer(out, naive=True, delay=rng.uniform(0.0, 0.8))
         broken += not _whole(out)
         if broken:
             break
