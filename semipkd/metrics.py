@@ -7,8 +7,8 @@ bfloat16, integer and bool inputs are converted to float32 first). The definitio
 MIT/Tuebingen saliency benchmark's MATLAB code (``code_forMetrics`` of cvzoya/saliency;
 Bylinskii et al., "What do different evaluation metrics tell us about saliency models?",
 TPAMI 2019). Below, ``P`` is the prediction, ``Q`` the ground-truth density, ``F`` the binary
-fixation map, ``N = H * W``, ``K`` the number of fixated pixels and ``EPS = 2.2204e-16``
-(MATLAB's ``eps``).
+fixation map, ``N = H * W``, ``K`` the number of fixated pixels and ``EPS = 2**-52``
+(MATLAB's ``eps``; MATLAB *displays* it as 2.2204e-16, the value pysaliency writes).
 
 Definitions
 -----------
@@ -161,8 +161,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: MATLAB's ``eps`` (2^-52, rounded as the benchmark code writes it), used by KLD and info gain.
-EPS = 2.2204e-16
+#: MATLAB's ``eps`` = 2^-52, the value the benchmark's MATLAB code computes with (not its
+#: displayed rounding 2.2204e-16, which pysaliency hard-codes; KLD then differs by < 1e-5).
+EPS = 2.220446049250313e-16
 #: Metric names; equal to the keys of every metrics JSON the pipeline writes.
 METRIC_NAMES = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "info_gain")
 #: Number of random splits of the sampled AUCs (MATLAB default).
@@ -414,7 +415,7 @@ def cc(pred, density, *, allow_empty_target: bool = False) -> torch.Tensor:
 def kld(pred, density, *, allow_empty_target: bool = False) -> torch.Tensor:
     """KL divergence KL(density || pred) after normalising both to sum 1 (``KLdiv.m``).
 
-    ``sum(Q' * log(EPS + Q' / (P' + EPS)))`` in nats with ``EPS = 2.2204e-16``.
+    ``sum(Q' * log(EPS + Q' / (P' + EPS)))`` in nats with ``EPS = 2**-52``.
 
     Args:
         pred: (B, H, W) prediction; a map with negative values is first shifted to minimum 0.

@@ -10,7 +10,7 @@ import torch
 
 from semipkd.losses import labelled_loss, pseudo_loss
 
-EPS = 2.2204e-16  # written out again: the reference below must not depend on semipkd
+EPS = 2.0**-52  # MATLAB's eps, written out again: the reference below must not depend on semipkd
 
 
 # --------------------------------------------------------------------------------------------

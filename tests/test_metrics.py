@@ -450,6 +450,26 @@ def test_against_pysaliency_distribution_metrics(case):
         assert abs(ours - PM.SIM(pred, dens)) > 1e-3  # the documented difference is real
 
 
+def test_eps_is_matlab_eps_and_the_pysaliency_shift_is_tiny():
+    """EPS is MATLAB's eps (2^-52), not its displayed 2.2204e-16 that pysaliency hard-codes.
+
+    On maps with zeros the two constants move KLD measurably but by less than 1e-5; our KLD
+    equals an independent numpy KLdiv.m with 2^-52 to 1e-12.
+    """
+    assert EPS == 2.0**-52 == np.finfo(np.float64).eps
+    shifts = []
+    for pred, dens, *_ in CASES:
+        if pred.min() < 0:
+            continue  # KLD shifts negative maps first; covered elsewhere
+        pn, qn = pred / pred.sum(), dens / dens.sum()
+        reference = float((qn * np.log(2.0**-52 + qn / (pn + 2.0**-52))).sum())
+        ours = M.kld(batch(pred), batch(dens)).item()
+        assert ours == pytest.approx(reference, abs=1e-12)
+        shifts.append(abs(ours - PM.MIT_KLDiv(pred, dens)))
+    assert max(shifts) < 1e-5
+    assert max(shifts) > 1e-9  # the constants do differ where a map has zeros
+
+
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_against_pysaliency_nss(case):
     pred, dens, fix, other, base = CASES[case]
