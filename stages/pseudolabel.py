@@ -1,9 +1,14 @@
 """DVC stage `pseudolabel`: the teacher labels the unlabeled pool once; its maps are cached as
 uint8 shards in data/pseudo/, bound to the teacher checkpoint's sha256 (a stale cache is
-refused at load). A killed run resumes without recomputing finished shards."""
+refused at load). A killed run resumes without recomputing finished shards.
+
+The DVC metrics file holds only what the cache *is* (count, shards, size, bytes, teacher hash), so
+an identical rerun leaves ``dvc.lock`` unchanged; how this run went (seconds, images/s, shards
+reused) goes to ``reports/pseudolabel/last_run.json``, which neither DVC nor git tracks."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -14,6 +19,10 @@ from semipkd.models import load_model
 from semipkd.pseudolabel import write_pseudo_labels
 from semipkd.runtime import select_device
 from semipkd.stage import require_file, stage_main
+
+log = logging.getLogger("pseudolabel")
+#: Summary keys that describe this run rather than the cache: kept out of the DVC metrics file.
+RUN_KEYS = ("shards_reused", "shards_written", "images_per_s", "seconds")
 
 
 def run(params: Params, _item: str | None) -> None:
@@ -33,9 +42,14 @@ def run(params: Params, _item: str | None) -> None:
         shard_size=params.pseudolabel.shard_size,
         device=device,
     )
-    summary = dict(summary)
-    summary["seconds"] = time.perf_counter() - start
-    atomic_write_json(Path("reports/pseudolabel/metrics.json"), summary)
+    run_log = {k: summary[k] for k in RUN_KEYS if k in summary}
+    run_log["seconds"] = time.perf_counter() - start
+    atomic_write_json(Path("reports/pseudolabel/metrics.json"), {k: v for k, v in summary.items() if k not in RUN_KEYS})
+    atomic_write_json(Path("reports/pseudolabel/last_run.json"), run_log)
+    log.info(
+        "%d images in %d shards (%d reused) in %.1f s, %.1f images/s",
+        summary["count"], summary["shards"], summary["shards_reused"], run_log["seconds"], summary["images_per_s"],
+    )
 
 
 if __name__ == "__main__":

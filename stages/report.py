@@ -1,6 +1,10 @@
 """DVC stage `report`: the paper's tables (reports/tables.{md,csv,tex}) with our rows beside the
 published reference numbers, and the figures in reports/figures/ (learning curves, the
-student-vs-ablation gap per benchmark)."""
+student-vs-ablation gap per benchmark).
+
+Parameters and MACs are counted here; CPU latency is read from ``reports/benchmarks/latency.json``
+(``python benchmarks/latency.py``), never timed in the stage, so an identical rerun writes
+identical tables and ``dvc.lock`` stays unchanged."""
 
 from __future__ import annotations
 
@@ -8,8 +12,17 @@ import logging
 from pathlib import Path
 
 from semipkd.config import Params
-from semipkd.models import load_model, profile
-from semipkd.report import append_real_section, load_evaluations, plot_ablation_gap, plot_learning_curves, write_tables
+from semipkd.models import count_macs, count_params, load_model
+from semipkd.report import (
+    LATENCY_FILE,
+    append_real_section,
+    latency_of,
+    load_evaluations,
+    load_latencies,
+    plot_ablation_gap,
+    plot_learning_curves,
+    write_tables,
+)
 from semipkd.stage import require_file, stage_main
 
 log = logging.getLogger("report")
@@ -28,16 +41,24 @@ def run(params: Params, _item: str | None) -> None:
     """Render tables and figures from the evaluation results."""
     paths = [require_file(f"reports/evaluate/{b}.json", "run the evaluate stages first") for b in params.data.benchmarks]
     evaluations = load_evaluations(paths)
+    size = [int(s) for s in params.report.latency_input_size]
+    latencies = load_latencies(LATENCY_FILE)
     profiles = {}
     for name, path in MODELS.items():
         model = load_model(require_file(path, "run the training stages first"))
-        prof = profile(model, input_size=params.report.latency_input_size, repeats=params.report.latency_repeats)
+        backbone, width = model.config["backbone"], float(model.config.get("width", 1.0))
+        prof = {
+            "params": count_params(model),
+            "macs": count_macs(model, size),
+            "cpu_latency_ms": latency_of(latencies, backbone, width, size),
+        }
         profiles[name] = prof
-        log.info(
-            "%s: %s, %.2f M params, %.2f GMACs, %.1f ms on the CPU at %s",
-            name, model.config["backbone"], prof["params"] / 1e6, prof["macs"] / 1e9, prof["cpu_latency_ms"],
-            "x".join(map(str, params.report.latency_input_size)),
-        )
+        if prof["cpu_latency_ms"] is None:
+            log.warning(
+                "%s: no CPU latency for %s (width %g) at %s in %s; run `python benchmarks/latency.py`",
+                name, backbone, width, "x".join(map(str, size)), LATENCY_FILE,
+            )
+        log.info("%s: %s, %.2f M params, %.2f GMACs at %s", name, backbone, prof["params"] / 1e6, prof["macs"] / 1e9, "x".join(map(str, size)))
     for path in write_tables(Path("reports"), evaluations, profiles):
         log.info("wrote %s", path)
     if REAL_RESULTS.is_file():

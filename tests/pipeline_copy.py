@@ -10,6 +10,7 @@ import the copy's package rather than the checkout's editable install.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -52,11 +53,53 @@ def default_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ("reports/real/",)) -> dict[str, str]:
+#: Committed files that are dependencies of stages (not outputs): the real-data results and the
+#: CPU latencies that the report stage renders.
+KEEP = ("reports/real/", "reports/benchmarks/latency.json")
+#: Keys that name wall-clock figures; no DVC-tracked metrics file may hold one.
+TIMING_KEY = re.compile(r"(seconds|_s|_ms|per_s|latency|time|elapsed|duration|throughput|ips)$", re.IGNORECASE)
+
+
+def timing_keys(obj, where: str = "") -> list[str]:
+    """Paths of the keys in a JSON value that name wall-clock figures."""
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{where}/{k}"
+            if TIMING_KEY.search(str(k)):
+                found.append(path)
+            found += timing_keys(v, path)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += timing_keys(v, f"{where}[{i}]")
+    return found
+
+
+def tracked_metrics(root: Path) -> list[Path]:
+    """The metrics files dvc.yaml declares under ``root`` (``foreach`` stages expanded)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    out = []
+    for stage in stages.values():
+        items = [None]
+        if "foreach" in stage:
+            ref = stage["foreach"].strip("${} ")
+            node = params
+            for part in ref.split("."):
+                node = node[part]
+            items, stage = list(node), stage["do"]
+        for entry in stage.get("metrics", []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            for item in items:
+                out.append(root / (path.replace("${item}", item) if item is not None else path))
+    return out
+
+
+def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = KEEP) -> dict[str, str]:
     """Copy the repo's code and config to ``dest``, write ``params``, git-commit it all.
 
     ``keep``: prefixes of otherwise-skipped output paths to copy too; by default the committed
-    real-data results, which the report stage renders (a dependency in dvc.yaml).
+    real-data results and CPU latencies, which the report stage renders (dependencies in dvc.yaml).
     Returns the environment to run ``dvc`` and the stages with.
     """
     dest.mkdir(parents=True, exist_ok=True)
@@ -87,7 +130,7 @@ def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = ("reports/rea
 class Copy:
     """A copy of the repo made by :func:`make_copy`, with the params and environment it runs with."""
 
-    def __init__(self, root: Path, params: dict, *, keep: tuple[str, ...] = ("reports/real/",)) -> None:
+    def __init__(self, root: Path, params: dict, *, keep: tuple[str, ...] = KEEP) -> None:
         self.root, self.params = root, params
         self.env = make_copy(root, params, keep=keep)
 

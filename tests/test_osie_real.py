@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline_copy import dvc, make_copy, merge
+from pipeline_copy import KEEP, dvc, make_copy, merge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -98,7 +98,7 @@ def test_osie_real_preset_on_20_images_one_epoch(tmp_path: Path) -> None:
     params = merge(yaml.safe_load(PRESET.read_text()), TINY)
     params["data"]["roots"] = {"osie": str(tmp_path / "osie"), "unlabeled": str(tmp_path / "pool")}
     # The committed real-data results travel: the report stage renders them into tables.md.
-    env = make_copy(work, params, keep=("reports/real/",))
+    env = make_copy(work, params, keep=KEEP)
     dvc(work, "repro", env=env)
 
     # prepare read the 20 real images with the paper's split rule for other counts

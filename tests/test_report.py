@@ -147,6 +147,53 @@ def test_load_profiles_requires_the_three_fields(tmp_path):
         report.load_profiles({"student": bad})
 
 
+def test_latencies_are_looked_up_by_backbone_width_and_size(tmp_path):
+    path = tmp_path / "latency.json"
+    assert report.load_latencies(path) == []  # absent: no latencies, the table shows dashes
+    entries = [
+        {"backbone": "mobilenet_v2", "width": 1.0, "input_size": [288, 384], "cpu_latency_ms": 41.5},
+        {"backbone": "mobilenet_v2", "width": 0.75, "input_size": [288, 384], "cpu_latency_ms": 30.25},
+    ]
+    path.write_text(json.dumps({"setting": {}, "entries": entries}))
+    got = report.load_latencies(path)
+    assert report.latency_of(got, "mobilenet_v2", 1, (288, 384)) == 41.5
+    assert report.latency_of(got, "mobilenet_v2", 0.75, [288, 384]) == 30.25
+    assert report.latency_of(got, "mobilenet_v2", 1.0, [96, 128]) is None  # another size
+    assert report.latency_of(got, "eeea_c2", 1.0, [288, 384]) is None
+    path.write_text(json.dumps({"entries": [{"backbone": "x", "width": 1.0}]}))
+    with pytest.raises(ValueError, match=r"latency.json: entry 0 lacks \['cpu_latency_ms', 'input_size'\]"):
+        report.load_latencies(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="latency.json: not a latency file"):
+        report.load_latencies(path)
+
+
+def test_benchmark_latency_script_writes_what_the_report_reads(tmp_path):
+    """benchmarks/latency.py measures the params' teacher and student and keeps other entries."""
+    import importlib.util
+
+    import yaml
+
+    from pipeline_copy import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_latency", REPO / "benchmarks/latency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["teacher"]["backbone"] = params["student"]["backbone"] = "mobilenet_v2"
+    params["teacher"]["pretrained"] = params["student"]["pretrained"] = False
+    params["report"] = {"latency_input_size": [32, 48], "latency_repeats": 1}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "latency.json"
+    old = {"backbone": "other", "width": 1.0, "input_size": [32, 48], "cpu_latency_ms": 9.0}
+    out.write_text(json.dumps({"entries": [old]}))
+    assert mod.main(["--params", str(tmp_path / "p.yaml"), "--output", str(out)]) == 0
+    got = report.load_latencies(out)
+    assert [e["backbone"] for e in got] == ["mobilenet_v2", "other"]
+    assert report.latency_of(got, "mobilenet_v2", 1.0, [32, 48]) > 0
+    assert json.loads(out.read_text())["setting"]["threads"] == 1
+
+
 def _png_shape(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return mpimg.imread(path).shape
