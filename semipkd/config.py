@@ -15,11 +15,13 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from semipkd.errors import SemipkdError
 
 __all__ = [
     "ConfigError",
@@ -44,7 +46,7 @@ BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
 LABELLED_SETS = ("salicon",) + BENCHMARKS
 
 
-class ConfigError(ValueError):
+class ConfigError(SemipkdError, ValueError):
     """A params file that cannot be used; the message says what to fix."""
 
 
@@ -232,18 +234,6 @@ class Params:
 
     def __post_init__(self) -> None:
         _choice(self.device, ("auto", "cpu", "cuda"), "device")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples as lists), e.g. to store in a checkpoint."""
-        return _to_plain(dataclasses.asdict(self))
-
-
-def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    return obj
 
 
 def _type_name(tp: Any) -> str:

@@ -60,7 +60,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from semipkd import losses as losses_mod
+from semipkd import metrics as metrics_mod
+from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
+from semipkd.models import checkpoint_payload
 from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
 
 __all__ = [
@@ -89,11 +93,11 @@ _STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
 _EPS = 1e-12
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SemipkdError, RuntimeError):
     """A resume checkpoint that exists but cannot be used; the message names the file."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(SemipkdError, FloatingPointError):
     """A training loss was NaN or infinite (``nonfinite: raise``); names epoch, pass and step."""
 
 
@@ -324,9 +328,6 @@ def fit(
         call), "images_per_s" (training images per second over the passes run in this call,
         all processes together), "data_wait_share", "skipped_steps", "device", "world_size"}``.
     """
-    from semipkd import losses as losses_mod
-    from semipkd.models import checkpoint_payload
-
     if select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric: {select_metric!r} is not one of {', '.join(SELECT_METRICS)}")
     if cfg.nonfinite not in ("raise", "skip"):
@@ -697,8 +698,7 @@ def _validate(
 
     Metrics are per-image means; the loss, a batch mean, is weighted by batch size.
     """
-    from semipkd import metrics as m
-
+    m = metrics_mod
     _set_epoch(val, 0)
     was_training = model.training
     model.eval()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,7 +45,7 @@ from tqdm import tqdm
 from semipkd import metrics
 from semipkd.data import rescale_fixations, resize_density, resize_image
 from semipkd.inference import batches, check_size, eval_mode, forward_maps, images_to_tensor
-from semipkd.io import atomic_path, atomic_write_text
+from semipkd.io import atomic_write_text
 
 __all__ = [
     "PROTOCOLS",
@@ -57,8 +56,6 @@ __all__ = [
     "center_bias_map",
     "predict_maps",
     "evaluate_benchmark",
-    "save_examples",
-    "load_examples",
     "per_image_csv",
     "write_per_image_csv",
 ]
@@ -485,42 +482,6 @@ def _mean(arr: np.ndarray, names: Sequence[str], what: str) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Side outputs for figures and inspection
-
-
-def save_examples(path: str | Path, examples: Sequence[Example]) -> None:
-    """Write ``examples`` to a compressed ``.npz`` atomically (read back by :func:`load_examples`)."""
-    arrays: dict[str, np.ndarray] = {"names": np.array([e.name for e in examples], dtype=str)}
-    for i, e in enumerate(examples):
-        arrays[f"{i}/image"] = e.image
-        arrays[f"{i}/density"] = e.density
-        arrays[f"{i}/fixations"] = e.fixations
-        arrays[f"{i}/models"] = np.array(list(e.predictions), dtype=str)
-        for k, m in e.predictions.items():
-            arrays[f"{i}/pred/{k}"] = m
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-
-
-def load_examples(path: str | Path) -> list[Example]:
-    """Read examples written by :func:`save_examples`."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = []
-            for i, name in enumerate(z["names"].tolist()):
-                models = z[f"{i}/models"].tolist()
-                out.append(
-                    Example(
-                        name=name,
-                        image=z[f"{i}/image"],
-                        density=z[f"{i}/density"],
-                        fixations=z[f"{i}/fixations"],
-                        predictions={k: z[f"{i}/pred/{k}"] for k in models},
-                    )
-                )
-    except (KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not an examples file written by semipkd.evaluate.save_examples ({e})") from e
-    return out
 
 
 def per_image_csv(result: EvaluationResult) -> str:

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from semipkd.errors import SemipkdError
+
 __all__ = [
     "WriteError",
     "atomic_path",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class WriteError(OSError):
+class WriteError(SemipkdError, OSError):
     """Writing an output failed (disk full, quota, file-size limit, I/O error).
 
     The message names the destination and says that the previous file there is intact; the

@@ -64,6 +64,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from semipkd.data import PreparedImages, augment_pair, augmentation_rng
+from semipkd.errors import SemipkdError
 from semipkd.io import atomic_save_npy, atomic_write_json, sha256_file
 from semipkd.runtime import autocast, dist_info
 
@@ -91,7 +93,7 @@ _SHARD_FMT = "shard_{:05d}.npy"
 _RANGE_FMT = "range_{:05d}.npy"
 
 
-class PseudoLabelCacheError(RuntimeError):
+class PseudoLabelCacheError(SemipkdError, RuntimeError):
     """A pseudo-label cache that cannot be used; the message names the file and the fix."""
 
 
@@ -220,7 +222,6 @@ def write_pseudo_labels(
         # one cache would trample each other's shards and progress file.
         raise RuntimeError("write_pseudo_labels runs in a single process; start the pseudolabel stage without torchrun")
     if isinstance(images, (str, os.PathLike)):
-        from semipkd.data import PreparedImages
 
         images = PreparedImages(images, hflip=False, photometric=False, seed=0)
     n = len(images)
@@ -483,7 +484,6 @@ class PseudoDataset(Dataset):
         photometric: bool,
         seed: int,
     ) -> None:
-        from semipkd.data import PreparedImages
 
         self.images = PreparedImages(images_path, hflip=False, photometric=False, seed=seed)
         if len(self.images) != len(cache):
@@ -503,7 +503,6 @@ class PseudoDataset(Dataset):
         return len(self.cache)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from semipkd.data import augment_pair, augmentation_rng
 
         i = int(i)
         if i < 0:

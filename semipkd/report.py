@@ -2,7 +2,7 @@
 
 Inputs are plain data: per benchmark the nested scores of ``reports/evaluate/<benchmark>.json``
 (``{model: {protocol: {metric: value}}}``), per model a profile (``params``, ``macs``,
-``cpu_latency_ms``), the examples saved by :func:`semipkd.evaluate.save_examples`, and
+``cpu_latency_ms``), evaluation examples (:class:`semipkd.evaluate.Example`), and
 dvclive-style history folders. Outputs:
 
 * ``tables.md`` / ``tables.tex``: the paper's table shape, one table per protocol and benchmark,

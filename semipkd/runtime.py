@@ -26,7 +26,6 @@ __all__ = [
     "setup_logging",
     "dist_info",
     "init_distributed",
-    "is_main_process",
     "barrier",
 ]
 
@@ -169,15 +168,6 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     log.info("distributed: %d processes, backend %s", world_size, backend)
     return rank, world_size
-
-
-def is_main_process() -> bool:
-    """True in the single process of a plain run and in rank 0 of a distributed one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return dist_info()[0] == 0
 
 
 def barrier() -> None:

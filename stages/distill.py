@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from semipkd.config import Params
+from semipkd.io import sha256_file
 from semipkd.models import build_model
+from semipkd.pseudolabel import PseudoDataset, PseudoLabelCache
 from semipkd.runtime import select_device
-from semipkd.stage import StageError, require_file, stage_main, train_labelled
+from semipkd.stage import StageError, require_file, stage_main
+from semipkd.training import train_labelled
 
 
 def run(params: Params, item: str | None) -> None:
@@ -21,10 +24,6 @@ def run(params: Params, item: str | None) -> None:
     device = select_device(params.device)
     pseudo = None
     if item is None:
-        from semipkd.data import PreparedImages
-        from semipkd.io import sha256_file
-        from semipkd.pseudolabel import PseudoDataset, PseudoLabelCache
-
         teacher = require_file("models/teacher.pt", "run the train_teacher stage first")
         cache = PseudoLabelCache(
             require_file("data/pseudo", "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher)

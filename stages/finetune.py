@@ -9,7 +9,8 @@ from pathlib import Path
 from semipkd.config import BENCHMARKS, Params
 from semipkd.models import load_model
 from semipkd.runtime import select_device
-from semipkd.stage import StageError, require_file, stage_main, train_labelled
+from semipkd.stage import StageError, require_file, stage_main
+from semipkd.training import train_labelled
 
 STUDENTS = ("student", "student_no_pseudo")
 

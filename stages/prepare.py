@@ -1,7 +1,8 @@
 """DVC stage `prepare`: generate the default data (or find the real data), validate every
 sample, and write the prepared caches the training stages read.
 
-Outputs: data/synthetic/ (the generated datasets; a note when data.source is real),
+Outputs: ``data.synthetic_root`` (default data/synthetic/: the generated datasets; a note when
+data.source is real),
 data/prepared/<name>/<split>/ (memory-mappable caches), reports/prepare/manifest.csv (one row
 per sample) and reports/prepare/summary.json (counts).
 """
@@ -23,7 +24,6 @@ from semipkd.stage import stage_main
 
 log = logging.getLogger("prepare")
 
-SYNTHETIC = Path("data/synthetic")
 PREPARED = Path("data/prepared")
 REPORTS = Path("reports/prepare")
 
@@ -32,11 +32,12 @@ def run(params: Params, _item: str | None) -> None:
     """Generate or locate the datasets, validate them, write the prepared caches."""
     data = params.data
     names = list(dict.fromkeys([data.labelled, *data.benchmarks]))
+    synthetic = Path(data.synthetic_root)  # dvc.yaml declares the same path: ${data.synthetic_root}
     if data.source == "synthetic":
         syn = params.synthetic
-        log.info("generating the embedded default dataset into %s", SYNTHETIC)
+        log.info("generating the embedded default dataset into %s", synthetic)
         summary = generate(
-            SYNTHETIC,
+            synthetic,
             seed=syn.seed,
             salicon=(syn.salicon_train, syn.salicon_val),
             benchmark=syn.benchmark_images,
@@ -46,10 +47,10 @@ def run(params: Params, _item: str | None) -> None:
         )
         log.info("generated: %s", summary)
     else:
-        if SYNTHETIC.exists():
-            shutil.rmtree(SYNTHETIC)
-        SYNTHETIC.mkdir(parents=True)
-        (SYNTHETIC / "README.md").write_text("data.source is 'real': nothing was generated.\n")
+        if synthetic.exists():
+            shutil.rmtree(synthetic)
+        synthetic.mkdir(parents=True)
+        (synthetic / "README.md").write_text("data.source is 'real': nothing was generated.\n")
 
     rows: list[dict] = []
     for name in names:

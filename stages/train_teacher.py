@@ -8,7 +8,8 @@ from pathlib import Path
 from semipkd.config import Params
 from semipkd.models import build_model
 from semipkd.runtime import select_device
-from semipkd.stage import stage_main, train_labelled
+from semipkd.stage import stage_main
+from semipkd.training import train_labelled
 
 
 def run(params: Params, _item: str | None) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from semipkd.errors import SemipkdError
+
 __all__ = [
     "DataError",
     "ON_ERROR",
@@ -53,7 +55,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _DOC_PREFIXES = ("readme", "license", "licence", "copying", "citation", "notice")
 
 
-class DataError(ValueError):
+class DataError(SemipkdError, ValueError):
     """A dataset file (or folder) that cannot be used.
 
     Attributes:

@@ -22,6 +22,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .optimize import optimize_for_inference
+from .registry import _unwrap, build_model, get_backbone, list_backbones
+
 log = logging.getLogger(__name__)
 
 __all__ = ["count_params", "count_macs", "measure_latency", "profile", "main"]
@@ -107,9 +110,6 @@ def profile(
     ``gpu=True``): ``gpu_latency_ms`` (batch 1) and ``gpu_throughput_ips`` (images/s at
     ``gpu_batch``, fp32). ``output_size`` defaults to the model's own.
     """
-    from .optimize import optimize_for_inference
-    from .registry import _unwrap, build_model, get_backbone
-
     if isinstance(model_or_name, str):
         model = build_model(model_or_name, width=width, **({"output_size": output_size} if output_size else {}))
     else:
@@ -186,8 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m semipkd.models.profile NAME... [--input-size H W] [--width W] [--repeats N]``."""
     import argparse
     import json
-
-    from .registry import list_backbones
 
     parser = argparse.ArgumentParser(prog="python -m semipkd.models.profile", description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="+", metavar="NAME", help=f"backbones: {', '.join(list_backbones())}, or all")

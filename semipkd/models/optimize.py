@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .registry import _unwrap
+
 __all__ = ["OptimizedModel", "optimize_for_inference"]
 
 
@@ -73,8 +75,6 @@ def optimize_for_inference(
     The current ``model.output_size`` is baked into the graph. Returns an :class:`OptimizedModel`
     on the CPU in float32.
     """
-    from .registry import _unwrap
-
     src = _unwrap(model)
     h, w = (int(s) for s in input_size)
     if h <= 0 or w <= 0:

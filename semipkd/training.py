@@ -1,0 +1,111 @@
+"""Training orchestration shared by the teacher, the distilled students and the fine-tuned
+students: the labelled set with its holdout, and the call into :func:`semipkd.engine.fit`.
+
+This is the one place those models are trained from, so they differ only in their data and config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .data import PreparedDataset
+from .engine import fit
+from .io import atomic_torch_save, atomic_write_json
+from .models import checkpoint_payload
+from .stage import StageError, require_file
+
+__all__ = ["EpochSubset", "holdout_split", "train_labelled"]
+
+log = logging.getLogger(__name__)
+
+
+class EpochSubset(Dataset):
+    """A subset of a dataset that forwards ``set_epoch`` (per-epoch augmentation seeds)."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[int(self.indices[i])]
+        return item
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into (train, holdout) indices, seeded; holdout has >= 1 sample.
+
+    The best epoch is selected on the holdout part, so the val split that the tables report
+    is never selected on.
+    """
+    if n < 2:
+        raise StageError(f"need at least 2 training samples to hold some out, got {n}")
+    order = np.random.RandomState(seed).permutation(n)
+    k = min(n - 1, max(1, int(round(n * fraction))))
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def train_labelled(
+    model: torch.nn.Module,
+    prepared: Path,
+    cfg,
+    *,
+    seed: int,
+    device: torch.device,
+    out_path: Path,
+    ckpt_dir: Path,
+    live_dir: Path,
+    photometric: bool,
+    pseudo: Dataset | None = None,
+) -> dict:
+    """Train ``model`` on the prepared labelled set at ``prepared`` (``train``/``val`` folders).
+
+    The best epoch is selected on a seeded holdout part of ``train`` (``cfg.holdout``) unless
+    ``cfg.select_on`` is ``val`` (the paper's way: selection on the split that is reported).
+    Images are flipped with their maps; ``photometric`` adds colour augmentation on the input.
+    This is the one place the teacher, the distilled students and the fine-tuned students are
+    trained from, so they differ only in their data and config.
+    """
+    train_dir = require_file(prepared / "train", "run the prepare stage first (dvc repro prepare)")
+    train_aug = PreparedDataset(train_dir, hflip=True, photometric=photometric, seed=seed)
+    if cfg.select_on == "val":
+        train_set = train_aug
+        val_set = PreparedDataset(require_file(prepared / "val", "run prepare"), seed=seed)
+        log.info("selecting the best epoch on %s/val (select_on: val, the paper's protocol)", prepared)
+    else:
+        train_idx, hold_idx = holdout_split(len(train_aug), cfg.holdout, seed)
+        train_set = EpochSubset(train_aug, train_idx)
+        val_set = EpochSubset(PreparedDataset(train_dir, seed=seed), hold_idx)
+        log.info("selecting the best epoch on a holdout of %d of %d training images", len(hold_idx), len(train_aug))
+    if cfg.epochs == 0:
+        # Nothing to train: the model is used as it is (e.g. fine-tuning switched off).
+        log.info("epochs: 0, writing the model unchanged to %s", out_path)
+        # The stage's other declared outputs exist too (empty), or DVC fails the stage.
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+        (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(out_path, {**checkpoint_payload(model), "epoch": 0})
+        atomic_write_json(Path(live_dir) / "metrics.json", {"epochs": 0})
+        return {"epochs_run": 0}
+    return fit(
+        model,
+        labelled=train_set,
+        val=val_set,
+        pseudo=pseudo,
+        cfg=cfg,
+        out_path=Path(out_path),
+        ckpt_dir=Path(ckpt_dir),
+        live_dir=Path(live_dir),
+        device=device,
+        seed=seed,
+    )
