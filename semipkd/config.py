@@ -166,11 +166,12 @@ class TrainConfig:
     amp: bool  # CUDA only; bf16 where supported, else fp16 with a grad scaler
     channels_last: bool
     loss: LossWeights
-    pseudo_loss: PseudoLossWeights
     nonfinite: str  # raise | skip
     num_workers: int
     holdout: float  # fraction of the train split held out to select the best epoch
     select_on: str  # holdout (ours) | val (the paper's selection on the reported split)
+    # Weights of the pseudo-label loss; only a run with pseudo-labels needs them (distill).
+    pseudo_loss: PseudoLossWeights | None = None
 
     def __post_init__(self) -> None:
         _choice(self.nonfinite, ("raise", "skip"), "nonfinite")
@@ -316,11 +317,14 @@ def _build(cls: type, raw: Any, section: str) -> Any:
             f"unknown key{'s' if len(unknown) > 1 else ''} in section {label}: {', '.join(hints_txt)}; "
             f"known keys: {', '.join(names)}"
         )
-    missing = [n for n in names if n not in raw]
+    optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    missing = [n for n in names if n not in raw and n not in optional]
     if missing:
         raise ConfigError(f"missing key{'s' if len(missing) > 1 else ''} in section {label}: {', '.join(missing)}")
     values = {}
     for name in names:
+        if name not in raw:
+            continue  # an optional key left out: the dataclass default
         where = f"{section}.{name}" if section else name
         values[name] = _coerce(raw[name], hints[name], where)
     try:

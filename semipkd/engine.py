@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from semipkd import losses as losses_mod
 from semipkd import metrics as metrics_mod
+from semipkd.config import ConfigError
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
 from semipkd.models import checkpoint_payload
@@ -356,7 +357,9 @@ def fit(
         raise ValueError("val dataset is empty: nothing to select the best epoch on")
 
     loss_w = _weights(cfg.loss, ("kld", "cc", "nss"), "loss")
-    pseudo_w = _weights(cfg.pseudo_loss, ("kld", "cc", "sim"), "pseudo_loss")
+    if pseudo is not None and getattr(cfg, "pseudo_loss", None) is None:
+        raise ConfigError("pseudo_loss: weights are needed to train on pseudo-labels, and none are set")
+    pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, ("kld", "cc", "sim"), "pseudo_loss")
     train_config = _plain(cfg)
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},

@@ -475,3 +475,26 @@ def test_runtime_device_and_distributed_environment(monkeypatch):
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     runtime.seed_everything(11)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_pseudo_loss_is_optional_where_there_is_no_pseudo_pass(data, tmp_path):
+    """train_teacher and finetune never use pseudo_loss: params may leave it out; a run given
+    pseudo-labels without its weights is refused before training."""
+    import yaml
+
+    from semipkd.config import ConfigError, parse_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert "pseudo_loss" not in raw["train_teacher"] and "pseudo_loss" not in raw["finetune"]
+    params = parse_params(raw)
+    assert params.train_teacher.pseudo_loss is None and params.finetune.pseudo_loss is None
+    assert params.distill.pseudo_loss.sim == 1.0
+    raw["distill"].pop("pseudo_loss")
+    assert parse_params(raw).distill.pseudo_loss is None
+    raw["distill"].pop("loss")  # a required key is still required
+    with pytest.raises(ConfigError, match="missing key in section distill: loss"):
+        parse_params(raw)
+
+    with pytest.raises(ConfigError, match="pseudo_loss: weights are needed"):
+        run_fit(data, tmp_path, make_cfg(pseudo_loss=None))
+    assert not (tmp_path / "model.pt").exists()
