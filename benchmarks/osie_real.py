@@ -1,4 +1,4 @@
-"""Score the models of a real-data experiment (issue 9, docs/real_osie.md) on OSIE val and
+"""Score the models of a real-data experiment (docs/real_osie.md) on OSIE val and
 collect the rows into reports/real/osie.json.
 
     # in the experiment's workspace (after `dvc exp run ...`, see docs/real_osie.md):
@@ -33,7 +33,7 @@ from semipkd.io import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("osie_real")
 
-#: The paper code's run described in issue 9 (MobileNetV2 student, ImageNet-initialised, OSIE
+#: A run of the paper's own scripts (MobileNetV2 student, ImageNet-initialised, OSIE
 #: train 500 / val 200, 384x384, batch 8, AdamW 1e-3 cosine over 11 epochs, EMA 0.999, no AMP,
 #: 2-core CPU), scored with the benchmark's definitions on the 200 val images at 384x384.
 PUBLISHED = [
@@ -45,7 +45,7 @@ PUBLISHED = [
         "epochs": 11,
         "wall_s": 36 * 60.0,
         "metrics": {"model_resolution": {"cc": 0.7986, "kld": 0.4390, "nss": 2.923, "sim": 0.6614, "auc_judd": 0.9157}},
-        "note": "the paper's scripts on a 2-core CPU, as reported in issue 9 (about 36 minutes)",
+        "note": "the paper's own scripts, run on a 2-core CPU of this kind (about 36 minutes)",
     },
     {
         "key": "paper_code_center_bias",
@@ -55,7 +55,7 @@ PUBLISHED = [
         "epochs": None,
         "wall_s": None,
         "metrics": {"model_resolution": {"cc": 0.3040, "kld": 1.354, "nss": 0.859, "sim": 0.362, "auc_judd": 0.740}},
-        "note": "as reported in issue 9",
+        "note": "the paper's own scripts, same run",
     },
 ]
 

@@ -1,4 +1,4 @@
-"""Run the fault suite (tests/faults, issue 8) and write what it tried and survived to
+"""Run the fault suite (tests/faults, docs/reliability.md) and write what it tried and survived to
 reports/reliability.json; docs/reliability.md lists each fault and what the pipeline does.
 
     python benchmarks/reliability.py          # about 7 minutes on 2 CPU cores

@@ -57,7 +57,7 @@ from semipkd.runtime import autocast  # noqa: E402
 log = logging.getLogger("benchmarks.train")
 
 STUDENT, TEACHER = "eeea_c2", "efficientnet_b4"
-#: Paper code, this CPU, batch 4, 384x384 in, 480x640 out (issue 6), training images/s.
+#: Paper code, this CPU, batch 4, 384x384 in, 480x640 out, training images/s.
 ANCHORS_IMG_S = {STUDENT: 1.9, TEACHER: 0.65}
 TARGET_RATIO = 1.0
 TARGET_CACHED_SPEEDUP = 2.0

@@ -120,7 +120,7 @@ _PKD_SOURCE = (
 )
 _PKD_NOTE = "SALICON val, maps at 480x640, their validate.py (batch means averaged over batches)"
 
-#: Published reference numbers (issue 7): the authors' earlier PKD code on SALICON val.
+#: Published reference numbers: the authors' earlier PKD code on SALICON val.
 PUBLISHED: tuple[PublishedResult, ...] = (
     PublishedResult(
         benchmark="salicon",
@@ -591,7 +591,7 @@ def plot_ablation_gap(
 
 
 # --------------------------------------------------------------------------------------------
-# Real-data results (issue 9: reports/real/osie.json)
+# Real-data results (reports/real/osie.json, docs/real_osie.md)
 
 #: Columns of the real-data section: every metric of semipkd.metrics.
 _REAL_SOURCES = ("measured", "published")

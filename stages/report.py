@@ -28,7 +28,7 @@ from semipkd.stage import require_file, stage_main
 log = logging.getLogger("report")
 
 MODELS = {"teacher": "models/teacher.pt", "student": "models/student.pt", "student_no_pseudo": "models/student_no_pseudo.pt"}
-#: Results of the real-data experiment (issue 9, docs/real_osie.md), rendered when present.
+#: Results of the real-data experiment (docs/real_osie.md), rendered when present.
 REAL_RESULTS = Path("reports/real/osie.json")
 RUNS = {
     "teacher": "reports/train_teacher",

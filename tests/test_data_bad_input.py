@@ -1,4 +1,4 @@
-"""Bad input (issue 4, item 4): each case raises a DataError naming the file and what is wrong,
+"""Bad input (docs/data.md): each case raises a DataError naming the file and what is wrong,
 or, with on_error="skip", is skipped, listed and counted in the manifest."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The real-data experiment of params/osie_real.yaml, shrunk: 20 real OSIE images, one epoch.
 
-Issue 9 runs Semi-PKD on the real OSIE copy with the real scene photos as the unlabeled pool
+The real-data experiment (docs/real_osie.md) runs Semi-PKD on the real OSIE copy with the real scene photos as the unlabeled pool
 (docs/real_osie.md); the full run takes an hour on 2 CPU cores and is not part of CI. This test
 keeps the preset working: it builds a 20-image OSIE copy in the distribution layout (a subset of
 ``stimuli/`` plus an ``eye/fixations.mat`` holding only those images' entries) and an 8-photo

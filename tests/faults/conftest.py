@@ -1,4 +1,4 @@
-"""The fault suite (issue 8): every test carries ``@pytest.mark.fault("what was done")``, one
+"""The fault suite (docs/reliability.md): every test carries ``@pytest.mark.fault("what was done")``, one
 marker per fault it injects. With ``SEMIPKD_RELIABILITY_JSON=path`` set, the session writes
 the faults tried and survived to that file (``benchmarks/reliability.py`` sets it to
 ``reports/reliability.json``)."""

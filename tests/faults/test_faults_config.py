@@ -1,4 +1,4 @@
-"""Misconfigured params and bad dataset files, through `dvc repro` of the real pipeline (issue 8).
+"""Misconfigured params and bad dataset files, through `dvc repro` of the real pipeline (docs/reliability.md).
 
 Misconfiguration must end the first stage with a one-line error that says what to fix, before any
 heavy work (nothing prepared, no model built). Bad dataset files (the cases of the datasets

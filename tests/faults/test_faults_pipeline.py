@@ -1,4 +1,4 @@
-"""Faults on the real stages, through `dvc repro`, on a tiny config (issue 8).
+"""Faults on the real stages, through `dvc repro`, on a tiny config (docs/reliability.md).
 
 Two copies of the repo run the same tiny pipeline. ``ref`` runs it uninterrupted once (the
 session's ``tiny_pipeline``, also checked by tests/test_pipeline_e2e.py). ``gauntlet``

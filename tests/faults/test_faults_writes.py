@@ -1,4 +1,4 @@
-"""Faults while writing (issue 8): a process SIGKILLed in the middle of writing a checkpoint, a
+"""Faults while writing (docs/reliability.md): a process SIGKILLed in the middle of writing a checkpoint, a
 cache shard or a metrics file, and a disk that fills while a checkpoint or a pseudo-label shard
 is written.
 
