@@ -20,13 +20,14 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from semipkd.data import resize_image
+from semipkd.data.resize import check_size  # the one (H, W) check, re-exported for callers
 from semipkd.data.validate import DataError
 from semipkd.data.validate import read_image as _read_dataset_image
 from semipkd.models import optimize_for_inference
@@ -76,14 +77,6 @@ def batches(n: int, batch_size: int) -> Iterator[range]:
         raise ValueError(f"batch_size: must be > 0, got {batch_size}")
     for start in range(0, n, batch_size):
         yield range(start, min(start + batch_size, n))
-
-
-def check_size(size: Iterable[int], what: str) -> tuple[int, int]:
-    """``size`` as an (H, W) tuple of two positive ints; ``ValueError`` naming ``what`` otherwise."""
-    t = tuple(int(v) for v in size)
-    if len(t) != 2 or min(t) <= 0:
-        raise ValueError(f"{what}: expected (H, W) of two positive ints, got {tuple(size)!r}")
-    return t
 
 
 @contextlib.contextmanager

@@ -18,18 +18,17 @@ import pytest
 import scipy.io
 from scipy import ndimage
 
+from semipkd.data.validate import density_from_fixations, points_to_fixation_map
 from semipkd.data.synthetic import (
     BENCHMARKS,
     CAT2000_CATEGORIES,
     FLAVOURS,
-    density_from_fixations,
-    fixation_map,
     generate,
     image_rng,
     synthesize,
 )
 
-REAL_OSIE = Path("/work/shared/datasets/osie/eye/fixations.mat")
+REAL_OSIE = Path(__file__).resolve().parents[1] / "../shared/datasets/osie/eye/fixations.mat"
 SMALL = dict(salicon=(3, 2), benchmark=6, unlabeled=3, image_size=(48, 64), observers=5)
 SIGMA = 0.03  # generate()'s default density_sigma, fraction of the longer side
 
@@ -267,23 +266,16 @@ def test_benchmark_maps_are_the_blurred_fixations(data) -> None:
 # Helpers: known answers
 
 
-def test_fixation_map_rounds_and_drops_outside() -> None:
-    pts = np.array([[3.4, 5.6], [0.0, 0.0], [9.49, 7.2], [-0.6, 2.0], [10.0, 1.0], [2.0, 7.6]])
-    fmap = fixation_map(pts, (8, 10))
-    expected = np.zeros((8, 10), bool)
-    expected[6, 3] = expected[0, 0] = expected[7, 9] = True
-    np.testing.assert_array_equal(fmap, expected)
-
-
-def test_density_of_one_fixation_is_the_gaussian() -> None:
-    binary = np.zeros((41, 41), bool)
-    binary[20, 20] = True
-    dens = density_from_fixations(binary, 3.0)
-    y, x = np.mgrid[:41, :41]
-    expected = np.exp(-((x - 20) ** 2 + (y - 20) ** 2) / (2 * 3.0**2))
-    expected[(np.abs(x - 20) > 12) | (np.abs(y - 20) > 12)] = 0.0  # the kernel stops at 4 std
-    np.testing.assert_allclose(dens, expected, atol=1e-6)
-    assert density_from_fixations(np.zeros((5, 5), bool), 2.0).max() == 0
+def test_maps_are_built_by_the_readers_rasteriser_and_blur() -> None:
+    """One rasteriser and one density builder: a generated sample's maps are exactly what
+    semipkd.data.validate makes of its fixation points (round half up, blur to 8.9 std)."""
+    sample = synthesize(image_rng(0, "osie", 3), "osie", (48, 64), observers=5)
+    points = np.concatenate(sample.fixations)
+    fix, inside = points_to_fixation_map(points, (48, 64))
+    assert inside.all()
+    np.testing.assert_array_equal(sample.fixation_map, fix)
+    dens = density_from_fixations(fix, SIGMA * 64)
+    np.testing.assert_array_equal(sample.saliency, np.clip(np.rint(dens * 255.0), 0, 255).astype(np.uint8))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .validate import (
     check_on_error,
     density_from_fixations,
     is_ignored_name,
+    load_mat,
     points_to_fixation_map,
     read_density,
     read_fixation_map,
@@ -240,16 +241,7 @@ def _index_maps(folder: Path, nested: bool, *, suffix: str, required_suffix: boo
 
 def _osie_points(mat_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Parse OSIE's ``eye/fixations.mat`` into {image stem: (points 0-based (N, 2), observers (N,))}."""
-    import scipy.io
-
-    if not mat_path.is_file():
-        raise DataError(mat_path, "file does not exist")
-    try:
-        mat = scipy.io.loadmat(mat_path, simplify_cells=True)
-    except NotImplementedError:
-        raise DataError(mat_path, "MATLAB v7.3 (HDF5) .mat files are not supported; save it with -v7") from None
-    except Exception as exc:
-        raise DataError(mat_path, f"cannot read .mat file ({type(exc).__name__}: {exc})") from None
+    mat = load_mat(mat_path)
     if "fixations" not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
         raise DataError(mat_path, f"no 'fixations' variable (OSIE format expected); variables: {found}")

@@ -35,10 +35,11 @@ Generative model (one image)
    density* (:attr:`Sample.known_density`) is therefore exactly the weighted sum of those
    Gaussians plus the uniform term, evaluated on the pixel grid and normalised to sum 1.
    Durations are ``60 + Gamma(4, 60)`` ms (mean 300 ms).
-5. **Maps**, as the benchmarks build them: the binary fixation map marks every fixation rounded
-   to the nearest pixel; the density map is that binary map blurred with a Gaussian of std
+5. **Maps**, by the same functions the readers use on real fixations
+   (:func:`semipkd.data.validate.points_to_fixation_map` and ``density_from_fixations``): the
+   binary fixation map marks every fixation rounded to the nearest pixel (half up); the density map is that binary map blurred with a Gaussian of std
    ``density_sigma * max(H, W)`` px (default 0.03: OSIE's authors use 24 px at 800x600),
-   zero-padded at the border and truncated at 4 std, then max-normalised and stored as
+   zero outside the image and truncated at 8.9 std, then max-normalised and stored as
    ``round(255 * d)``.
 
 Files store 1-based fixation coordinates (``x0 + 1``), so they lie in ``[1, W] x [1, H]``.
@@ -75,6 +76,7 @@ import scipy.io
 from tqdm import tqdm
 
 from ..io import atomic_dir
+from .validate import density_from_fixations, points_to_fixation_map
 
 __all__ = [
     "BENCHMARKS",
@@ -82,8 +84,6 @@ __all__ = [
     "FLAVOURS",
     "Flavour",
     "Sample",
-    "density_from_fixations",
-    "fixation_map",
     "generate",
     "image_rng",
     "synthesize",
@@ -247,39 +247,6 @@ def image_rng(seed: int, dataset: str, index: int) -> np.random.Generator:
     if dataset not in _DATASET_CODES:
         raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(_DATASET_CODES)}")
     return np.random.default_rng([seed, _DATASET_CODES[dataset], index])
-
-
-def fixation_map(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Binary map, bool (H, W), of 0-based (x, y) ``points`` (N, 2) rounded to the nearest pixel.
-
-    Points that round outside the image are dropped, as the benchmarks' own tools do.
-    """
-    h, w = size
-    out = np.zeros((h, w), dtype=bool)
-    pts = np.rint(np.asarray(points, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
-    keep = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-    out[pts[keep, 1], pts[keep, 0]] = True
-    return out
-
-
-def density_from_fixations(binary: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Density map, float32 (H, W) in [0, 1]: ``binary`` blurred (std ``sigma_px``), max-normalised.
-
-    The border is zero-padded (MATLAB's ``imfilter`` default, used by the benchmarks' authors) and
-    the kernel spans +-4 std. An empty map stays all zero.
-    """
-    if sigma_px <= 0:
-        raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
-    radius = max(1, int(math.ceil(4.0 * sigma_px)))
-    blurred = cv2.GaussianBlur(
-        binary.astype(np.float32),
-        (2 * radius + 1, 2 * radius + 1),
-        sigmaX=sigma_px,
-        sigmaY=sigma_px,
-        borderType=cv2.BORDER_CONSTANT,
-    )
-    peak = float(blurred.max())
-    return blurred / peak if peak > 0 else blurred
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -641,8 +608,9 @@ def synthesize(
     points = _sample_points(rng, weights, means, stds, int(counts.sum()), h, w)
     durations = np.clip(60.0 + rng.gamma(4.0, 60.0, size=points.shape[0]), 60, 2000)
     splits = np.cumsum(counts)[:-1]
-    fix = fixation_map(points, (h, w))
-    dens = density_from_fixations(fix, density_sigma * max(h, w))
+    # The maps are built as the readers build them from real fixations (one rasteriser, one blur).
+    fix, _inside = points_to_fixation_map(points, (h, w))
+    dens = density_from_fixations(fix, density_sigma * max(h, w)) if fix.any() else np.zeros((h, w), np.float32)
     return Sample(
         image=img,
         known_density=known,

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.io
 
 from semipkd.errors import SemipkdError
 
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "check_on_error",
     "is_ignored_name",
+    "load_mat",
     "read_image",
     "read_gray",
     "read_density",
@@ -113,6 +115,26 @@ def _to_uint8_gray(arr: np.ndarray, path: Path) -> np.ndarray:
     if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
         raise DataError(path, f"integer image with values outside 0..65535 ({a.min()}..{a.max()})")
     return ((a * 2 + 257) // 514).astype(np.uint8)  # round half up of v / 257
+
+
+def load_mat(path: str | os.PathLike) -> dict:
+    """Read a MATLAB (v5/v7) ``.mat`` file with ``simplify_cells``: the one ``.mat`` reader.
+
+    scipy's warnings on odd-but-readable headers are silenced; a missing, HDF5 (v7.3) or unreadable
+    file raises :class:`DataError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file does not exist")
+    try:
+        with warnings.catch_warnings():
+            # scipy warns on some odd-but-readable headers; an unreadable file still raises below.
+            warnings.simplefilter("ignore", scipy.io.matlab.MatReadWarning)
+            return scipy.io.loadmat(path, simplify_cells=True)
+    except NotImplementedError:
+        raise DataError(path, "MATLAB v7.3 (HDF5) .mat files are not supported; save it with -v7") from None
+    except Exception as exc:
+        raise DataError(path, f"cannot read .mat file ({type(exc).__name__}: {exc})") from None
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -238,20 +260,8 @@ def read_fixations_mat(path: str | os.PathLike) -> dict:
     Raises:
         DataError: unreadable (corrupt, MATLAB v7.3/HDF5), or neither form.
     """
-    import scipy.io
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file does not exist")
-    try:
-        with warnings.catch_warnings():
-            # scipy warns on some odd-but-readable headers; an unreadable file still raises below.
-            warnings.simplefilter("ignore", scipy.io.matlab.MatReadWarning)
-            mat = scipy.io.loadmat(path, simplify_cells=True)
-    except NotImplementedError:
-        raise DataError(path, "MATLAB v7.3 (HDF5) .mat files are not supported; save it with -v7") from None
-    except Exception as exc:
-        raise DataError(path, f"cannot read .mat file ({type(exc).__name__}: {exc})") from None
+    mat = load_mat(path)
 
     if "gaze" in mat:
         gaze = mat["gaze"]
