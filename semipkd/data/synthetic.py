@@ -37,8 +37,8 @@ Generative model (one image)
    Durations are ``60 + Gamma(4, 60)`` ms (mean 300 ms).
 5. **Maps**, by the same functions the readers use on real fixations
    (:func:`semipkd.data.validate.points_to_fixation_map` and ``density_from_fixations``): the
-   binary fixation map marks every fixation rounded to the nearest pixel (half up); the density map is that binary map blurred with a Gaussian of std
-   ``density_sigma * max(H, W)`` px (default 0.03: OSIE's authors use 24 px at 800x600),
+   binary fixation map marks every fixation rounded to the nearest pixel (half up); the density
+   map is that binary map blurred with a Gaussian of std ``density_sigma * max(H, W)`` px (default 0.03: OSIE's authors use 24 px at 800x600),
    zero outside the image and truncated at 8.9 std, then max-normalised and stored as
    ``round(255 * d)``.
 
