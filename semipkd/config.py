@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from semipkd.errors import SemipkdError
+from semipkd.names import BENCHMARKS, LABELLED_SETS, ON_ERROR, PROTOCOLS
 
 __all__ = [
     "ConfigError",
@@ -40,10 +41,8 @@ __all__ = [
     "LABELLED_SETS",
 ]
 
-#: The fine-tuning / evaluation benchmarks, in the paper's order.
-BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
-#: Sets a teacher and student may learn from first (SALICON in the paper).
-LABELLED_SETS = ("salicon",) + BENCHMARKS
+# The vocabulary (benchmark ids, the sets a teacher may learn from, error policies,
+# protocols) is semipkd.names'; BENCHMARKS and LABELLED_SETS are re-exported here.
 
 
 class ConfigError(SemipkdError, ValueError):
@@ -75,7 +74,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _choice(self.source, ("synthetic", "real"), "data.source")
-        _choice(self.on_error, ("raise", "skip"), "data.on_error")
+        _choice(self.on_error, ON_ERROR, "data.on_error")
         _choice(self.labelled, LABELLED_SETS, "data.labelled")
         for b in self.benchmarks:
             _choice(b, BENCHMARKS, "data.benchmarks")
@@ -174,7 +173,7 @@ class TrainConfig:
     pseudo_loss: PseudoLossWeights | None = None
 
     def __post_init__(self) -> None:
-        _choice(self.nonfinite, ("raise", "skip"), "nonfinite")
+        _choice(self.nonfinite, ON_ERROR, "nonfinite")
         _choice(self.select_on, ("holdout", "val"), "select_on")
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout: must be in (0, 1), got {self.holdout}")
@@ -204,7 +203,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         for p in self.protocols:
-            _choice(p, ("benchmark", "model_resolution"), "evaluate.protocols")
+            _choice(p, PROTOCOLS, "evaluate.protocols")
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from semipkd import metrics as metrics_mod
 from semipkd.config import ConfigError
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
+from semipkd.names import ON_ERROR
 from semipkd.models import checkpoint_payload
 from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
 
@@ -331,7 +332,7 @@ def fit(
     """
     if select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric: {select_metric!r} is not one of {', '.join(SELECT_METRICS)}")
-    if cfg.nonfinite not in ("raise", "skip"):
+    if cfg.nonfinite not in ON_ERROR:
         raise ValueError(f"nonfinite: {cfg.nonfinite!r} is not one of raise, skip")
     device = torch.device(device)
     out_path, ckpt_dir, live_dir = Path(out_path), Path(ckpt_dir), Path(live_dir)

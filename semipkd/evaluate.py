@@ -46,6 +46,7 @@ from semipkd import metrics
 from semipkd.data import rescale_fixations, resize_density, resize_image
 from semipkd.inference import batches, check_size, eval_mode, forward_maps, images_to_tensor
 from semipkd.io import atomic_write_text
+from semipkd.names import CENTER_BIAS, MODEL_KEYS, PROTOCOLS
 
 __all__ = [
     "PROTOCOLS",
@@ -62,12 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Protocol keys, in the order they appear in reports.
-PROTOCOLS = ("benchmark", "model_resolution")
-#: The predictor name that selects the analytic center-bias baseline instead of a model.
-CENTER_BIAS = "center_bias"
-#: Model keys of ``reports/evaluate/<benchmark>.json``, in report order.
-MODEL_KEYS = ("teacher", "student", "student_no_pseudo", CENTER_BIAS)
+# PROTOCOLS, CENTER_BIAS (the predictor name of the analytic baseline) and MODEL_KEYS (of
+# ``reports/evaluate/<benchmark>.json``) come from semipkd.names, re-exported here.
 
 # Largest side of the images/maps kept for the figure grid: figures need a few hundred pixels,
 # and full-size CAT2000 examples (1080x1920) would make the examples file tens of megabytes.

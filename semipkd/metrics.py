@@ -142,6 +142,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from semipkd import names
+
 __all__ = [
     "EPS",
     "METRIC_NAMES",
@@ -165,7 +167,7 @@ log = logging.getLogger(__name__)
 #: displayed rounding 2.2204e-16, which pysaliency hard-codes; KLD then differs by < 1e-5).
 EPS = 2.220446049250313e-16
 #: Metric names; equal to the keys of every metrics JSON the pipeline writes.
-METRIC_NAMES = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "info_gain")
+METRIC_NAMES = names.METRIC_NAMES
 #: Number of random splits of the sampled AUCs (MATLAB default).
 N_SPLITS = 100
 #: Threshold step of the sampled AUCs (MATLAB default).

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from semipkd.names import DATASET_LABELS, DATASETS, METRIC_NAMES, MODEL_KEYS, MODEL_LABELS, PROTOCOL_LABELS, PROTOCOLS, TABLE_METRICS  # noqa: E402
 
 __all__ = [
     "TABLE_METRICS",
@@ -58,10 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Metrics shown in the md/tex tables (the paper's columns), in order.
-TABLE_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc")
 #: Every metric of semipkd.metrics, in the CSV's column order.
-ALL_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "auc_borji", "sauc", "info_gain")
+ALL_METRICS = METRIC_NAMES
 _METRIC_HEADERS = {
     "cc": "CC↑",
     "kld": "KLD↓",
@@ -80,26 +79,12 @@ _TEX_METRIC_HEADERS = {
     "auc_judd": r"AUC-J$\uparrow$",
     "sauc": r"sAUC$\uparrow$",
 }
-_BENCHMARK_ORDER = ("salicon", "mit1003", "cat2000", "pascal_s", "osie")
-_BENCHMARK_LABELS = {
-    "salicon": "SALICON",
-    "mit1003": "MIT1003",
-    "cat2000": "CAT2000",
-    "pascal_s": "PASCAL-S",
-    "osie": "OSIE",
-}
-_MODEL_ORDER = ("teacher", "student", "student_no_pseudo", "center_bias")
-_MODEL_LABELS = {
-    "teacher": "Teacher",
-    "student": "Student (Semi-PKD)",
-    "student_no_pseudo": "Student w/o pseudo-labels",
-    "center_bias": "Center bias",
-}
-_PROTOCOL_ORDER = ("benchmark", "model_resolution")
-_PROTOCOL_LABELS = {
-    "benchmark": "benchmark protocol (maps at each image's original size)",
-    "model_resolution": "model-resolution protocol (maps at the model's output size)",
-}
+_BENCHMARK_ORDER = DATASETS
+_BENCHMARK_LABELS = DATASET_LABELS
+_MODEL_ORDER = MODEL_KEYS
+_MODEL_LABELS = MODEL_LABELS
+_PROTOCOL_ORDER = PROTOCOLS
+_PROTOCOL_LABELS = PROTOCOL_LABELS
 _OURS = "ours"
 
 

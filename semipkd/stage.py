@@ -18,6 +18,7 @@ from typing import Callable
 
 from .config import ConfigError, Params, load_params
 from .errors import SemipkdError
+from .names import STUDENT, TEACHER
 from .runtime import seed_everything, setup_logging
 
 __all__ = ["StageError", "stage_main", "preflight", "require_file"]
@@ -44,7 +45,7 @@ def _check_models(params: Params) -> None:
     from .models import get_backbone, list_backbones
     from .models.weights import find_weight_file
 
-    for role in ("teacher", "student"):
+    for role in (TEACHER, STUDENT):
         m = getattr(params, role)
         if m.backbone not in list_backbones():
             raise ConfigError(f"{role}.backbone: unknown backbone {m.backbone!r}; known: {', '.join(list_backbones())}")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from semipkd.config import BENCHMARKS, Params
+from semipkd.config import Params
 from semipkd.data import open_benchmark
-from semipkd.evaluate import CENTER_BIAS, evaluate_benchmark, write_per_image_csv
+from semipkd.evaluate import evaluate_benchmark, write_per_image_csv
 from semipkd.io import atomic_write_json
 from semipkd.models import load_model
+from semipkd.names import BENCHMARKS, CENTER_BIAS, MODELS
 from semipkd.report import plot_examples_grid
 from semipkd.runtime import select_device
 from semipkd.stage import StageError, require_file, stage_main
@@ -58,7 +59,7 @@ def run(params: Params, item: str | None) -> None:
     plot_examples_grid(
         result.examples,
         out / f"{item}.png",
-        models=("teacher", "student", "student_no_pseudo"),
+        models=MODELS,
         title=f"{item} val: image, ground truth, teacher, student, labelled-only student",
     )
 

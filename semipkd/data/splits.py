@@ -32,12 +32,14 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from ..names import DATASETS
+
 __all__ = ["BENCHMARK_NAMES", "PAPER_SPLITS", "SPLIT_SEED", "split_indices", "val_count"]
 
 log = logging.getLogger(__name__)
 
 #: All benchmark ids, in the paper's order.
-BENCHMARK_NAMES = ("salicon", "mit1003", "cat2000", "pascal_s", "osie")
+BENCHMARK_NAMES = DATASETS
 #: (train, val) image counts of each distribution's split, as in the paper.
 PAPER_SPLITS = {
     "salicon": (10000, 5000),

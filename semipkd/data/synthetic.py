@@ -76,6 +76,7 @@ import scipy.io
 from tqdm import tqdm
 
 from ..io import atomic_dir
+from ..names import BENCHMARKS
 from .validate import density_from_fixations, points_to_fixation_map
 
 __all__ = [
@@ -91,7 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
 CAT2000_CATEGORIES = ("Action", "Indoor", "Object", "Outdoor", "Pattern")
 ITEM_KINDS = ("color", "luminance", "face", "text")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from semipkd import names
 from semipkd.errors import SemipkdError
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 
 
 #: Accepted values of ``on_error``: stop at the first bad sample, or skip it and count it.
-ON_ERROR = ("raise", "skip")
+ON_ERROR = names.ON_ERROR
 #: File extensions read as images (case-insensitive), stimuli and maps alike.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: Names (case-insensitive prefixes) of documentation files that dataset folders ship with; they
