@@ -94,6 +94,7 @@ def _write_mit1003(root: Path) -> None:
     Image.fromarray(np.zeros((10, 10), np.uint8) + 128).save(root / "mit1003/saliency/i08.png")
 
 
+@pytest.mark.slow  # a whole pipeline on bad files (about 80 s): benchmarks/reliability.py runs it
 @pytest.mark.fault("bad dataset files (truncated JPEG, missing map, map of the wrong size), on_error: raise and skip")
 def test_bad_dataset_files_end_to_end(copy, tmp_path):
     root, env, params = copy

@@ -24,7 +24,10 @@ import torch
 from pipeline_copy import Copy, dvc, kill_when, merge, ran_stages, write_params
 from test_engine import assert_same_state
 
-pytestmark = pytest.mark.timeout(600)
+# Several whole-pipeline runs (about 7 minutes here): outside the default `pytest -q`, run by
+# `python benchmarks/reliability.py` (or `pytest -m slow`). The engine-level resume tests in
+# tests/test_engine.py keep the crash-resume equality in the default run.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 BENCH = "mit1003"
 
