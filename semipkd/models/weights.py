@@ -61,16 +61,17 @@ class WeightSource:
     """Where a backbone's ImageNet weights may lie on disk.
 
     hub_files: file names in the torch hub ``checkpoints`` folder.
-    urls: download URLs (torchvision's); the file is saved under the URL's basename there.
     hf_repos: Hugging Face repository ids (``timm/tf_efficientnet_b0.aa_in1k``).
     packages: (import name, path of the weight file inside the package folder).
+    urls: download URLs (torchvision's); the file is saved under the URL's basename in the hub
+    ``checkpoints`` folder.
     All sources of one backbone must share the input normalisation the backbone declares.
     """
 
     hub_files: tuple[str, ...] = ()
-    urls: tuple[str, ...] = ()
     hf_repos: tuple[str, ...] = ()
     packages: tuple[tuple[str, str], ...] = ()
+    urls: tuple[str, ...] = ()
 
 
 def torch_hub_checkpoints_dir() -> Path:
