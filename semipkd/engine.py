@@ -47,11 +47,10 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import time
 import types
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -62,7 +61,9 @@ from tqdm import tqdm
 
 from semipkd import losses as losses_mod
 from semipkd import metrics as metrics_mod
-from semipkd.config import ConfigError
+from semipkd.checkpoint import CKPT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from semipkd.config import ConfigError, TrainConfig
+from semipkd.distributed import Distributed, GlobalBatchSampler, ShardSampler, unwrap_ddp
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
 from semipkd.names import ON_ERROR
@@ -71,6 +72,9 @@ from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everythi
 
 __all__ = [
     "fit",
+    "TrainPass",
+    "LabelledPass",
+    "PseudoPass",
     "mix_with_ema",
     "GlobalBatchSampler",
     "ShardSampler",
@@ -86,17 +90,11 @@ log = logging.getLogger(__name__)
 SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(
     {"loss": False, "kld": False, "cc": True, "nss": True, "sim": True}
 )
-#: Format version of ``last.pt``; a different one is not resumed from.
-CKPT_VERSION = 2  # 2: the checkpoint carries the sha256 of its contents
 # Config fields that do not change the result: a resume with a different value is still exact.
 _RESULT_NEUTRAL_FIELDS = ("num_workers",)
 # Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
 _STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
 _EPS = 1e-12
-
-
-class CheckpointError(SemipkdError, RuntimeError):
-    """A resume checkpoint that exists but cannot be used; the message names the file."""
 
 
 class NonFiniteLossError(SemipkdError, FloatingPointError):
@@ -134,47 +132,6 @@ def _derive_seed(*keys: int) -> int:
     return int(state[0]) << 31 ^ int(state[1])
 
 
-class GlobalBatchSampler(Sampler[int]):
-    """Indices of this process's share of each global batch of a seeded random permutation.
-
-    Epoch order: ``perm = randperm(n, generator seeded by seed_key)``; global batch ``s`` is
-    ``perm[s*G:(s+1)*G]`` with ``G = per_rank_batch * world_size``, and rank ``r`` takes its
-    contiguous slice ``[r*b:(r+1)*b]``. The incomplete last batch is dropped (every step has the
-    full batch, which BatchNorm needs). Use with ``DataLoader(batch_size=per_rank_batch)``.
-    """
-
-    def __init__(self, n: int, per_rank_batch: int, *, rank: int, world_size: int, seed_key: int) -> None:
-        if per_rank_batch < 1:
-            raise ValueError(f"per_rank_batch must be >= 1, got {per_rank_batch}")
-        self.n, self.b, self.rank, self.world_size, self.seed_key = n, per_rank_batch, rank, world_size, seed_key
-        self.steps = n // (per_rank_batch * world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed_key)
-        perm = torch.randperm(self.n, generator=g).tolist()
-        global_b = self.b * self.world_size
-        for s in range(self.steps):
-            start = s * global_b + self.rank * self.b
-            yield from perm[start : start + self.b]
-
-    def __len__(self) -> int:
-        return self.steps * self.b
-
-
-class ShardSampler(Sampler[int]):
-    """Rank ``r``'s contiguous, unpadded share of ``range(n)`` in order (validation)."""
-
-    def __init__(self, n: int, *, rank: int, world_size: int) -> None:
-        per = -(-n // world_size)
-        self.indices = range(min(n, rank * per), min(n, (rank + 1) * per))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 # --------------------------------------------------------------------------------------------
 # Helpers
 
@@ -200,37 +157,6 @@ def _weights(obj: Any, keys: tuple[str, ...], where: str) -> dict[str, float]:
     return {k: float(w[k]) for k in keys}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch and CUDA RNG states as plain Python objects.
-
-    Bytes and lists rather than tensors and arrays: they pass through ``all_gather_object`` and
-    ``torch.load(weights_only=True)`` alike.
-    """
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), *(v.item() if hasattr(v, "item") else v for v in np_state[2:])],
-        "torch": torch.get_rng_state().numpy().tobytes(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in state["cuda"]])
-
-
 def _cuda_mem(device: torch.device) -> str:
     if device.type != "cuda":
         return ""
@@ -250,41 +176,71 @@ def _set_epoch(dataset: Dataset | None, epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
-class _Distributed:
-    """The few collective operations the loop needs; plain pass-throughs in a single process."""
+# --------------------------------------------------------------------------------------------
+# The passes of an epoch, and what every pass works on
 
-    def __init__(self, rank: int, world_size: int, device: torch.device) -> None:
-        self.rank, self.world_size, self.device = rank, world_size, device
-        self.main = rank == 0
 
-    def all_sum(self, values: list[float]) -> list[float]:
-        if self.world_size == 1:
-            return values
-        import torch.distributed as dist
+@dataclasses.dataclass(frozen=True)
+class TrainPass:
+    """One pass of an epoch over one dataset: its items, its loss, where its mean loss is logged.
 
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
+    ``name`` labels progress bars and errors; ``stream`` keys its per-epoch data order (so the
+    passes draw independent orders); ``target_key`` is the item key of the map it learns.
+    """
 
-    def any_true(self, flag: bool) -> bool:
-        if self.world_size == 1:
-            return flag
-        return self.all_sum([1.0 if flag else 0.0])[0] > 0
+    dataset: Dataset
+    weights: Mapping[str, float]
+    name: str = ""
+    stream: int = 0
+    target_key: str = ""
+    log_key: str = ""
 
-    def gather(self, obj: Any) -> list[Any]:
-        if self.world_size == 1:
-            return [obj]
-        import torch.distributed as dist
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
 
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
 
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
+@dataclasses.dataclass(frozen=True)
+class LabelledPass(TrainPass):
+    """The labelled set: density targets, fixations for NSS, the labelled loss."""
 
-            dist.barrier()
+    name: str = "labelled"
+    stream: int = _STREAM_LABELLED
+    target_key: str = "density"
+    log_key: str = "train/loss"
+
+    def loss(self, pred, target, batch, device):
+        fixations = batch["fixations"].to(device, non_blocking=True)
+        return losses_mod.labelled_loss(pred, target, fixations, self.weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoPass(TrainPass):
+    """The pseudo-labelled pool: the teacher's cached maps as targets, the pseudo loss."""
+
+    name: str = "pseudo"
+    stream: int = _STREAM_PSEUDO
+    target_key: str = "target"
+    log_key: str = "train/pseudo_loss"
+
+    def loss(self, pred, target, batch, device):
+        return losses_mod.pseudo_loss(pred, target, self.weights)
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What every pass of a run works on: config, device, the model and its optimisation state."""
+
+    cfg: TrainConfig
+    device: torch.device
+    seed: int
+    per_rank_batch: int
+    model: nn.Module
+    train_model: nn.Module  # the model, or its DDP wrapper
+    ema: AveragedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    dist_: Distributed
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +252,7 @@ def fit(
     *,
     labelled: Dataset,
     val: Dataset,
-    cfg: Any,
+    cfg: TrainConfig,
     out_path: str | os.PathLike,
     ckpt_dir: str | os.PathLike,
     live_dir: str | os.PathLike,
@@ -339,7 +295,7 @@ def fit(
     ckpt_path = ckpt_dir / "last.pt"
 
     rank, world_size = init_distributed(device)
-    dist_ = _Distributed(rank, world_size, device)
+    dist_ = Distributed(rank, world_size, device)
     per_rank_batch = cfg.batch_size // world_size
     if per_rank_batch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} is smaller than the number of processes {world_size}")
@@ -400,7 +356,7 @@ def fit(
 
     # Resume.
     state = {"epoch": -1, "best": None, "history": [], "skipped_steps": 0}
-    ckpt = _load_checkpoint(ckpt_path, fingerprint, main=dist_.main)
+    ckpt = load_checkpoint(ckpt_path, fingerprint, main=dist_.main)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -410,7 +366,7 @@ def fit(
         state = {k: ckpt[k] for k in ("epoch", "best", "history", "skipped_steps")}
         rngs = ckpt["rng"]
         if rank < len(rngs) and len(rngs) == world_size:
-            _set_rng_state(rngs[rank])
+            set_rng_state(rngs[rank])
         else:
             seed_everything(_derive_seed(seed, state["epoch"], rank) % 2**62)
             if dist_.main:
@@ -429,43 +385,29 @@ def fit(
         for row in state["history"]:
             _log_live(live, row)
 
+    loop = _Loop(
+        cfg=cfg, device=device, seed=seed, per_rank_batch=per_rank_batch, model=model, train_model=train_model,
+        ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dist_=dist_,
+    )
+    passes: list[TrainPass] = [LabelledPass(labelled, loss_w)]
+    if pseudo is not None:
+        passes.append(PseudoPass(pseudo, pseudo_w))
     first_epoch = state["epoch"] + 1
     train_images = 0
     train_seconds = 0.0
     wait_seconds = 0.0
     if cfg.epochs == 0 and state["best"] is None:
         # Nothing to train: the given weights are the result, scored once.
-        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, losses_mod, dist_)
+        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, dist_)
         state["best"] = {"epoch": None, "score": metrics[select_metric], "val": metrics, "model": _cpu_state(model)}
 
     for epoch in range(first_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         lr0 = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "lr": lr0}
-        passes = [("labelled", labelled, _STREAM_LABELLED)]
-        if pseudo is not None:
-            passes.append(("pseudo", pseudo, _STREAM_PSEUDO))
-        for kind, dataset, stream in passes:
-            out = _train_pass(
-                kind=kind,
-                dataset=dataset,
-                epoch=epoch,
-                stream=stream,
-                seed=seed,
-                cfg=cfg,
-                device=device,
-                per_rank_batch=per_rank_batch,
-                model=model,
-                train_model=train_model,
-                ema=ema,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                loss_fn=losses_mod.labelled_loss if kind == "labelled" else losses_mod.pseudo_loss,
-                weights=loss_w if kind == "labelled" else pseudo_w,
-                dist_=dist_,
-            )
-            row["train/loss" if kind == "labelled" else "train/pseudo_loss"] = out["loss"]
+        for train_pass in passes:
+            out = _run_pass(loop, train_pass, epoch)
+            row[train_pass.log_key] = out["loss"]
             state["skipped_steps"] += out["skipped"]
             train_images += out["images"]
             train_seconds += out["seconds"]
@@ -474,16 +416,16 @@ def fit(
             # The paper's schedule: no EMA updates before the EMA is used; its first update, at
             # the end of the epoch before, copies the model (AveragedModel's first update does).
             ema.update_parameters(model)
-        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, losses_mod, dist_)
+        metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, dist_)
         row.update({f"val/{k}": v for k, v in metrics.items()})
         state["history"].append(row)
         best = state["best"]
         if _is_better(metrics[select_metric], None if best is None else best["score"], SELECT_METRICS[select_metric]):
             state["best"] = {"epoch": epoch, "score": metrics[select_metric], "val": metrics, "model": _cpu_state(model)}
         state["epoch"] = epoch
-        rngs = dist_.gather(_rng_state())
+        rngs = dist_.gather(rng_state())
         if dist_.main:
-            _save_checkpoint(ckpt_path, fingerprint, state, model, ema, optimizer, scheduler, scaler, rngs)
+            save_checkpoint(ckpt_path, fingerprint, state, model, ema, optimizer, scheduler, scaler, rngs)
             _log_live(live, row)
             log.info(
                 "epoch %d/%d: %s | %.0f s%s",
@@ -529,7 +471,7 @@ def fit(
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_ddp(model).state_dict().items()}
 
 
 def _log_live(live: Any, row: Mapping[str, Any]) -> None:
@@ -539,7 +481,7 @@ def _log_live(live: Any, row: Mapping[str, Any]) -> None:
     live.next_step()
 
 
-def _make_loader(dataset: Dataset, sampler: Sampler, batch: int, cfg: Any, device: torch.device, key: int) -> DataLoader:
+def _make_loader(dataset: Dataset, sampler: Sampler, batch: int, cfg: TrainConfig, device: torch.device, key: int) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch,
@@ -553,27 +495,13 @@ def _make_loader(dataset: Dataset, sampler: Sampler, batch: int, cfg: Any, devic
     )
 
 
-def _train_pass(
-    *,
-    kind: str,
-    dataset: Dataset,
-    epoch: int,
-    stream: int,
-    seed: int,
-    cfg: Any,
-    device: torch.device,
-    per_rank_batch: int,
-    model: nn.Module,
-    train_model: nn.Module,
-    ema: AveragedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    loss_fn: Any,
-    weights: dict[str, float],
-    dist_: _Distributed,
-) -> dict[str, float]:
-    """One pass over ``dataset``; returns mean loss, images, seconds, data-wait seconds, skips."""
+def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float]:
+    """One pass over ``train_pass.dataset``; returns mean loss, images, seconds, data-wait seconds, skips."""
+    cfg, device, dist_, per_rank_batch = loop.cfg, loop.device, loop.dist_, loop.per_rank_batch
+    model, train_model, ema, optimizer, scheduler, scaler = (
+        loop.model, loop.train_model, loop.ema, loop.optimizer, loop.scheduler, loop.scaler
+    )
+    dataset, stream, seed, kind = train_pass.dataset, train_pass.stream, loop.seed, train_pass.name
     _set_epoch(dataset, epoch)
     sampler = GlobalBatchSampler(
         len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream)
@@ -604,7 +532,7 @@ def _train_pass(
         batch = next(it)
         wait += time.perf_counter() - t0
         x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=channels_last)
-        target = batch["density" if kind == "labelled" else "target"].to(device, non_blocking=True).float()
+        target = batch[train_pass.target_key].to(device, non_blocking=True).float()
         if use_ema:
             with torch.no_grad(), autocast(device, cfg.amp):
                 ema_pred = ema.module(x)
@@ -619,11 +547,7 @@ def _train_pass(
         finite = bool(torch.isfinite(pred).all()) and bool(torch.isfinite(target).all())
         loss_value = float("nan")
         if finite:
-            if kind == "labelled":
-                fixations = batch["fixations"].to(device, non_blocking=True)
-                loss = loss_fn(pred, target, fixations, weights)
-            else:
-                loss = loss_fn(pred, target, weights)
+            loss = train_pass.loss(pred, target, batch, device)
             loss_value = float(loss.detach())
             finite = math.isfinite(loss_value)
         if dist_.any_true(not finite):
@@ -691,12 +615,11 @@ def _train_pass(
 def _validate(
     model: nn.Module,
     val: Dataset,
-    cfg: Any,
+    cfg: TrainConfig,
     device: torch.device,
     batch: int,
     loss_w: dict[str, float],
-    losses_mod: Any,
-    dist_: _Distributed,
+    dist_: Distributed,
 ) -> dict[str, float]:
     """Mean labelled loss and CC, KLD, NSS, SIM over ``val`` (all processes together).
 
@@ -729,115 +652,3 @@ def _validate(
     totals = dist_.all_sum([sums[k] for k in keys] + [float(n)])
     model.train(was_training)
     return {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
-
-
-def state_digest(obj: Any) -> str:
-    """sha256 over a checkpoint's contents: every key, every tensor's dtype, shape and bytes.
-
-    Stored in the resume checkpoint and checked at load, so a file whose bytes changed after it
-    was written (a bit flip, a partial copy that still unzips) is refused rather than resumed
-    from: ``torch.load`` itself does not check its records' CRCs.
-    """
-    import hashlib
-
-    h = hashlib.sha256()
-
-    def walk(x: Any) -> None:
-        if isinstance(x, torch.Tensor):
-            t = x.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(x, Mapping):
-            h.update(b"{")
-            for k in sorted(x, key=repr):
-                h.update(repr(k).encode())
-                walk(x[k])
-            h.update(b"}")
-        elif isinstance(x, (list, tuple)):
-            h.update(b"[")
-            for v in x:
-                walk(v)
-            h.update(b"]")
-        else:
-            h.update(repr(x).encode())
-
-    walk(obj)
-    return h.hexdigest()
-
-
-def _save_checkpoint(
-    path: Path,
-    fingerprint: dict[str, Any],
-    state: dict[str, Any],
-    model: nn.Module,
-    ema: AveragedModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    rngs: list[dict[str, Any]],
-) -> None:
-    payload = {
-        "version": CKPT_VERSION,
-        "fingerprint": fingerprint,
-        "epoch": state["epoch"],
-        "best": state["best"],
-        "history": state["history"],
-        "skipped_steps": state["skipped_steps"],
-        "model": _unwrap(model).state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": rngs,
-    }
-    atomic_torch_save(path, {**payload, "sha256": state_digest(payload)})
-
-
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any], *, main: bool) -> dict[str, Any] | None:
-    """The resume checkpoint at ``path`` if it belongs to this run, else None (fresh start).
-
-    An unreadable file is an error, not a silent restart: deleting days of training is the
-    user's call. A readable one written for another config is ignored with a warning (and
-    overwritten after the first epoch).
-    """
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a truncated or foreign file
-        raise CheckpointError(
-            f"{path}: resume checkpoint cannot be read ({type(exc).__name__}: {exc}); "
-            "delete it to start this stage from scratch"
-        ) from exc
-    required = ("version", "fingerprint", "epoch", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "best", "history")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required):
-        raise CheckpointError(f"{path}: not a semipkd resume checkpoint (missing keys); delete it to start from scratch")
-    if ckpt["version"] != CKPT_VERSION or ckpt["fingerprint"] != fingerprint:
-        if main:
-            old = ckpt["fingerprint"] if isinstance(ckpt["fingerprint"], dict) else {}
-            diff = _diff_keys(old, fingerprint)
-            log.warning(
-                "%s was written for a different run configuration (%s): ignoring it and training from scratch",
-                path,
-                "; ".join(diff) or "format version",
-            )
-        return None
-    stored = ckpt.pop("sha256", None)
-    if stored is None or stored != state_digest(ckpt):
-        raise CheckpointError(
-            f"{path}: resume checkpoint fails its integrity check "
-            f"({'no stored hash' if stored is None else 'contents do not match the stored sha256'}); "
-            "it was changed after it was written: delete it to start this stage from scratch"
-        )
-    return ckpt
-
-
-def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            out += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out

@@ -15,8 +15,6 @@ from torch.utils.data import Dataset
 
 from .data import PreparedDataset
 from .engine import fit
-from .io import atomic_torch_save, atomic_write_json
-from .models import checkpoint_payload
 from .stage import StageError, require_file
 
 __all__ = ["EpochSubset", "holdout_split", "train_labelled"]
@@ -88,16 +86,7 @@ def train_labelled(
         train_set = EpochSubset(train_aug, train_idx)
         val_set = EpochSubset(PreparedDataset(train_dir, seed=seed), hold_idx)
         log.info("selecting the best epoch on a holdout of %d of %d training images", len(hold_idx), len(train_aug))
-    if cfg.epochs == 0:
-        # Nothing to train: the model is used as it is (e.g. fine-tuning switched off).
-        log.info("epochs: 0, writing the model unchanged to %s", out_path)
-        # The stage's other declared outputs exist too (empty), or DVC fails the stage.
-        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-        (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(out_path, {**checkpoint_payload(model), "epoch": 0})
-        atomic_write_json(Path(live_dir) / "metrics.json", {"epochs": 0})
-        return {"epochs_run": 0}
-    return fit(
+    summary = fit(
         model,
         labelled=train_set,
         val=val_set,
@@ -109,3 +98,9 @@ def train_labelled(
         device=device,
         seed=seed,
     )
+    if cfg.epochs == 0:
+        # fit scored the given weights and wrote them as the result (e.g. fine-tuning switched
+        # off); the stage's other declared outputs must exist too, or DVC fails the stage.
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+        (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+    return summary

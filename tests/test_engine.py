@@ -258,11 +258,11 @@ def test_fit_learns_the_toy_task_and_writes_its_outputs(data, reference):
     # learnable: the labelled loss falls from the first epoch to the second, and the best
     # validation loss beats the untrained model's
     assert history[1]["train/loss"] < history[0]["train/loss"]
-    from semipkd.engine import _Distributed, _validate
-    from semipkd import losses
+    from semipkd.distributed import Distributed
+    from semipkd.engine import _validate
 
     _, val = datasets(data)
-    untrained = _validate(tiny_model(), val, make_cfg(), torch.device("cpu"), 4, {"kld": 1.0, "cc": 1.0, "nss": 1.0}, losses, _Distributed(0, 1, torch.device("cpu")))
+    untrained = _validate(tiny_model(), val, make_cfg(), torch.device("cpu"), 4, {"kld": 1.0, "cc": 1.0, "nss": 1.0}, Distributed(0, 1, torch.device("cpu")))
     assert payload["val"]["loss"] < untrained["loss"]
     # cosine schedule over the 2 x (3 labelled + 1 pseudo) steps: lr starts at cfg.lr and is
     # half-way down at the middle of the run

@@ -194,12 +194,12 @@ def test_disk_full_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_prev
     assert f"WRITE-ERROR {errno.ENOSPC} " in line, line
     assert "ckpt/last.pt" in line and "No space left on device" in line and "previous last.pt is intact" in line
     # The survivor is the complete epoch-1 checkpoint, passing its integrity check.
-    from semipkd.engine import _load_checkpoint
+    from semipkd.checkpoint import load_checkpoint
 
     kept = tmp_path / "full/ckpt_after/last.pt"
     assert sorted(p.name for p in kept.parent.iterdir()) == ["last.pt"]  # no temp file left behind
     raw = torch.load(kept, weights_only=True)
-    ckpt = _load_checkpoint(kept, raw["fingerprint"], main=True)
+    ckpt = load_checkpoint(kept, raw["fingerprint"], main=True)
     assert ckpt is not None and ckpt["epoch"] == 0
     assert not (tmp_path / "full/model.pt").exists()
 
