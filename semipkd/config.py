@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from semipkd.errors import SemipkdError
-from semipkd.names import BENCHMARKS, LABELLED_SETS, ON_ERROR, PROTOCOLS
+from semipkd.names import ALL_BENCHMARKS, BENCHMARKS, LABELLED_SETS, ON_ERROR, PROTOCOLS, REAL_ONLY_BENCHMARKS
 
 __all__ = [
     "ConfigError",
@@ -77,7 +77,13 @@ class DataConfig:
         _choice(self.on_error, ON_ERROR, "data.on_error")
         _choice(self.labelled, LABELLED_SETS, "data.labelled")
         for b in self.benchmarks:
-            _choice(b, BENCHMARKS, "data.benchmarks")
+            _choice(b, ALL_BENCHMARKS, "data.benchmarks")
+        real_only = [n for n in (self.labelled, *self.benchmarks) if n in REAL_ONLY_BENCHMARKS]
+        if real_only and self.source == "synthetic":
+            raise ConfigError(
+                f"data: {', '.join(real_only)} exists only as real data (no generated version); "
+                "set data.source: real and point data.root or data.roots at it"
+            )
         for k in self.roots:
             _choice(k, LABELLED_SETS + ("unlabeled",), "data.roots")
         if self.num_workers < 0:

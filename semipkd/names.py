@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "LABELLED_SET",
     "BENCHMARKS",
+    "REAL_ONLY_BENCHMARKS",
+    "ALL_BENCHMARKS",
     "DATASETS",
     "LABELLED_SETS",
     "UNLABELED",
@@ -31,10 +33,14 @@ __all__ = [
 
 #: The paper's labelled set (teacher and students learn from it first).
 LABELLED_SET = "salicon"
-#: The fine-tuning / evaluation benchmarks, in the paper's order.
+#: The fine-tuning / evaluation benchmarks, in the paper's order (each has a generated version).
 BENCHMARKS = ("mit1003", "cat2000", "pascal_s", "osie")
+#: Further real benchmarks, read as distributed; no generated version (``data.source: real``).
+REAL_ONLY_BENCHMARKS = ("eyecrowd",)
+#: Every benchmark ``data.benchmarks`` may name.
+ALL_BENCHMARKS = BENCHMARKS + REAL_ONLY_BENCHMARKS
 #: Every labelled dataset id, in report order.
-DATASETS = (LABELLED_SET,) + BENCHMARKS
+DATASETS = (LABELLED_SET,) + ALL_BENCHMARKS
 #: Sets a teacher and student may learn from first (SALICON in the paper).
 LABELLED_SETS = DATASETS
 #: The id of the unlabeled image pool (prepared cache folder, report keys).
@@ -46,6 +52,7 @@ DATASET_LABELS = {
     "cat2000": "CAT2000",
     "pascal_s": "PASCAL-S",
     "osie": "OSIE",
+    "eyecrowd": "EyeCrowd",
 }
 
 #: Model keys: the checkpoints the pipeline trains.

@@ -19,6 +19,7 @@ mit1003    distribution        ``ALLSTIMULI/``, ``ALLFIXATIONMAPS/`` (``*_fixMap
 cat2000    distribution        ``Stimuli/<Category>/``, ``FIXATIONMAPS/<Category>/``,
                                ``FIXATIONLOCS/<Category>/*.mat`` (``fixLocs``)
 osie       distribution        ``stimuli/``, ``eye/fixations.mat`` (points only; density built here)
+eyecrowd   distribution        OSIE's layout and ``.mat`` structure (real data only; no generated set)
 =========  ==================  ====================================================================
 
 Pairing is by name: a stimulus ``stimuli/<stem>.jpg`` pairs with ``saliency/<stem>.png|.jpg``
@@ -70,11 +71,12 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "all")
 
 #: Gaussian sigma of the density map built from fixation points, for layouts that distribute
-#: points but no density map, as (sigma in px, at this longer image side in px). Only OSIE's
-#: distribution is such a layout: its authors blur its 800x600 images with 24 px. The sigma
-#: scales with the image so that a smaller copy (the generated default) is blurred alike
-#: (24 px exactly for the real 800x600 images).
-DENSITY_SIGMA_PX = {"osie": (24.0, 800)}
+#: points but no density map, as (sigma in px, at this longer image side in px). OSIE's and
+#: EyeCrowd's distributions are such layouts (the same lab, the same format): their authors'
+#: code blurs with ``params.eye.radius`` = 24 px at OSIE's 800x600 and 26 px at EyeCrowd's
+#: 1024x768, used as the Gaussian's sigma. The sigma scales with the image so that a smaller
+#: copy (the generated default) is blurred alike (exactly the authors' px at full size).
+DENSITY_SIGMA_PX = {"osie": (24.0, 800), "eyecrowd": (26.0, 1024)}
 
 _DENSITY_SUFFIX = "_fixMap"  # MIT1003 density maps: <stem>_fixMap.jpg
 _FIXATION_SUFFIX = "_fixPts"  # MIT1003 binary maps:  <stem>_fixPts.jpg
@@ -147,6 +149,8 @@ _LAYOUTS: dict[str, tuple[_Layout, ...]] = {
     ),
     "pascal_s": (_REPO,),
     "osie": (_Layout("OSIE distribution", "stimuli", None, None, points_mat="eye/fixations.mat"), _REPO),
+    # The same lab's format, read by the same code.
+    "eyecrowd": (_Layout("EyeCrowd distribution", "stimuli", None, None, points_mat="eye/fixations.mat"), _REPO),
 }
 
 
@@ -239,15 +243,22 @@ def _index_maps(folder: Path, nested: bool, *, suffix: str, required_suffix: boo
     return out
 
 
-def _osie_points(mat_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Parse OSIE's ``eye/fixations.mat`` into {image stem: (points 0-based (N, 2), observers (N,))}."""
+def _points_mat(mat_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Parse an OSIE-format ``eye/fixations.mat`` (OSIE, EyeCrowd) into {image stem: (points
+    0-based (N, 2), observers (N,))}.
+
+    Every fixation of every observer is kept, the first one (near the centre, where the fixation
+    cross was) included, as the authors' maps do. An observer record without fixations (EyeCrowd
+    has 3 of 8,000) adds no points; such records are counted in a log line.
+    """
     mat = load_mat(mat_path)
     if "fixations" not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(mat_path, f"no 'fixations' variable (OSIE format expected); variables: {found}")
+        raise DataError(mat_path, f"no 'fixations' variable (OSIE/EyeCrowd format expected); variables: {found}")
     records = mat["fixations"]
     records = [records] if isinstance(records, dict) else list(np.atleast_1d(records))
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    empty = 0
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or "img" not in rec or "subjects" not in rec:
             raise DataError(mat_path, f"fixations entry {i} lacks 'img' / 'subjects'")
@@ -262,6 +273,7 @@ def _osie_points(mat_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             y = np.atleast_1d(np.asarray(sub["fix_y"], dtype=np.float64)).ravel()
             if x.shape != y.shape:
                 raise DataError(mat_path, f"image {img}: subject {k} has {x.size} fix_x but {y.size} fix_y")
+            empty += x.size == 0
             pts.append(np.stack([x, y], axis=1) - 1.0)  # 1-based in the file
             obs.append(np.full(x.size, k, dtype=np.int32))
         stem = os.path.splitext(img)[0]
@@ -269,6 +281,8 @@ def _osie_points(mat_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataError(mat_path, f"image {img} appears twice")
         out[stem] = (np.concatenate(pts) if pts else np.zeros((0, 2)),
                      np.concatenate(obs) if obs else np.zeros(0, np.int32))
+    if empty:
+        log.info("%s: %d observer records without fixations (they add no points)", mat_path, empty)
     return out
 
 
@@ -324,7 +338,7 @@ def _list_split(name: str, root: Path, lay: _Layout, folder_split: str) -> tuple
     entries: list[_Entry] = []
     if lay.points_mat:
         mat_path = root / lay.points_mat
-        pts = _osie_points(mat_path)
+        pts = _points_mat(mat_path)
         for stem, path in stimuli.items():
             if stem not in pts:
                 problems.append((str(path), f"no fixations for this stimulus in {mat_path}", stem))
@@ -550,7 +564,7 @@ def open_benchmark(name: str, root: str | os.PathLike, split: str, *, on_error: 
     :meth:`BenchmarkSet.validate` (or prepare) to decode and check every sample.
 
     Args:
-        name: ``salicon``, ``mit1003``, ``cat2000``, ``pascal_s`` or ``osie``.
+        name: ``salicon``, ``mit1003``, ``cat2000``, ``pascal_s``, ``osie`` or ``eyecrowd``.
         root: the benchmark's folder (e.g. ``data/mit1003``).
         split: ``train``, ``val`` or ``all``.
         on_error: ``raise`` (first structural problem raises) or ``skip`` (problem samples are
