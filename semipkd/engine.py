@@ -44,6 +44,7 @@ pieces, and why each is as it is:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -443,10 +444,12 @@ def fit(
         last = state["history"][-1] if state["history"] else {}
         best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}, "model": _cpu_state(model)}
     if dist_.main:
-        payload = checkpoint_payload(model)
-        payload["model"] = best["model"]
-        payload.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
-        atomic_torch_save(out_path, payload)
+        meta = {k: v for k, v in checkpoint_payload(model).items() if k != "model"}
+        meta.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
+        # One JSON round trip: pickle memoises by object identity, so without it the file's bytes
+        # would depend on where the strings came from (a resumed run reads them from last.pt)
+        # and a resumed run would write other bytes than an uninterrupted one, same weights.
+        atomic_torch_save(out_path, {"model": best["model"], **json.loads(json.dumps(meta))})
         live.end()
         log.info(
             "best epoch %s of %d (val %s %.4f) -> %s",

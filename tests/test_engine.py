@@ -307,6 +307,19 @@ def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, ref
     assert_same_live(tmp_path / "live", ref_out / "live")
 
 
+def test_a_run_resumed_after_its_last_epoch_writes_the_same_bytes(data, reference, tmp_path):
+    """Resuming a finished run (the best weights and metrics come from last.pt, not from memory)
+    writes a model file byte-identical to the uninterrupted run's, so dvc.lock cannot tell them
+    apart."""
+    import shutil
+
+    ref_out, _ = reference
+    shutil.copytree(ref_out / "ckpt", tmp_path / "ckpt")
+    summary = run_fit(data, tmp_path, make_cfg())
+    assert summary["epochs_run"] == 0
+    assert (tmp_path / "model.pt").read_bytes() == (ref_out / "model.pt").read_bytes()
+
+
 _KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
