@@ -42,6 +42,8 @@ __all__ = [
     "load_evaluations",
     "load_profiles",
     "LATENCY_FILE",
+    "LABELLED_SUFFIX",
+    "labelled_key",
     "load_latencies",
     "latency_of",
     "render_markdown",
@@ -81,6 +83,25 @@ _TEX_METRIC_HEADERS = {
 }
 _BENCHMARK_ORDER = DATASETS
 _BENCHMARK_LABELS = DATASET_LABELS
+#: Key suffix of the labelled set's own val results (``evaluate_labelled``) among the evaluations.
+LABELLED_SUFFIX = ":labelled"
+
+
+def labelled_key(name: str) -> str:
+    """The evaluations key of the labelled set's val results (distinct from a benchmark's)."""
+    return f"{name}{LABELLED_SUFFIX}"
+
+
+def _base(key: str) -> str:
+    return key.removesuffix(LABELLED_SUFFIX)
+
+
+def _label(key: str, short: bool = False) -> str:
+    """Heading name of an evaluations key; the labelled set's says what its students are."""
+    label = _BENCHMARK_LABELS.get(_base(key), _base(key))
+    if not key.endswith(LABELLED_SUFFIX):
+        return label
+    return f"{label} (labelled)" if short else f"{label} (the labelled set; students before fine-tuning)"
 _MODEL_ORDER = MODEL_KEYS
 _MODEL_LABELS = MODEL_LABELS
 _PROTOCOL_ORDER = PROTOCOLS
@@ -235,7 +256,8 @@ def _rows(
 ) -> dict[tuple[str, str], list[_Row]]:
     """Rows grouped by (benchmark, protocol): ours first, then the benchmark's published rows."""
     tables: dict[tuple[str, str], list[_Row]] = {}
-    benchmarks = _ordered(set(evaluations) | {p.benchmark for p in published if p.benchmark in evaluations}, _BENCHMARK_ORDER)
+    benchmarks = sorted(evaluations, key=lambda k: (not k.endswith(LABELLED_SUFFIX), _BENCHMARK_ORDER.index(_base(k))
+                                                    if _base(k) in _BENCHMARK_ORDER else len(_BENCHMARK_ORDER), k))
     for b in benchmarks:
         scores = evaluations[b]
         protocols = _ordered({p for per in scores.values() for p in per}, _PROTOCOL_ORDER)
@@ -246,7 +268,9 @@ def _rows(
                     continue
                 rows.append(_Row(b, proto, m, _MODEL_LABELS.get(m, m), _OURS, profiles.get(m, {}), scores[m][proto]))
             for pub in published:
-                if pub.benchmark == b:
+                # Published numbers are of models trained on that set, before any fine-tuning:
+                # they sit beside the labelled set's own val results.
+                if b.endswith(LABELLED_SUFFIX) and pub.benchmark == _base(b):
                     rows.append(_Row(b, "published", pub.model, pub.model, f"published: {pub.source}", {}, pub.metrics))
             tables[(b, proto)] = rows
     return tables
@@ -270,7 +294,7 @@ def _profile_cells(profile: Mapping[str, float]) -> list[str]:
 def _published_footnotes(published: Sequence[PublishedResult], benchmarks: Sequence[str]) -> list[str]:
     seen = []
     for p in published:
-        if p.benchmark in benchmarks and (p.source, p.note) not in seen:
+        if labelled_key(p.benchmark) in benchmarks and (p.source, p.note) not in seen:
             seen.append((p.source, p.note))
     return [f"{src}" + (f" ({note})" if note else "") for src, note in seen]
 
@@ -303,7 +327,7 @@ def render_markdown(
             continue
         lines += [f"## {_PROTOCOL_LABELS.get(proto, proto)}", ""]
         for b, _ in keys:
-            lines += [f"### {_BENCHMARK_LABELS.get(b, b)} (val)", ""]
+            lines += [f"### {_label(b)} (val)", ""]
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + "|".join([":--", ":--"] + ["--:"] * (len(header) - 2)) + "|")
             for r in tables[(b, proto)]:
@@ -378,7 +402,7 @@ def render_latex(
             out += [
                 r"\begin{table}[t]",
                 r"\centering",
-                rf"\caption{{{_tex(_BENCHMARK_LABELS.get(b, b))} val, {_tex(_PROTOCOL_LABELS.get(proto, proto))}."
+                rf"\caption{{{_tex(_label(b))} val, {_tex(_PROTOCOL_LABELS.get(proto, proto))}."
                 r" Rows marked $^\dagger$ are published numbers, not measured here.}",
                 rf"\label{{tab:{b.replace('_', '-')}-{proto.replace('_', '-')}}}",
                 r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
@@ -567,7 +591,7 @@ def plot_ablation_gap(
         better = (gaps < 0) if m == "kld" else (gaps > 0)
         ax.bar(x, gaps, color=np.where(better, "tab:green", "tab:red"))
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(x, [_BENCHMARK_LABELS.get(b, b) for b in benchmarks], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(x, [_label(b, short=True) for b in benchmarks], rotation=45, ha="right", fontsize=7)
         ax.set_title(_METRIC_HEADERS.get(m, m) + (" (lower is better)" if m == "kld" else ""), fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)

@@ -1,7 +1,14 @@
-"""DVC stage `evaluate@<benchmark>`: the teacher, the fine-tuned student, the fine-tuned
-labelled-only student and a center-bias baseline scored on the benchmark's val split with all
-eight metrics under both protocols -> reports/evaluate/<benchmark>.json (model / protocol /
-metric) and a grid of examples reports/evaluate/<benchmark>.png."""
+"""DVC stages `evaluate@<benchmark>` and `evaluate_labelled`.
+
+`evaluate@<benchmark>`: the teacher, the fine-tuned student, the fine-tuned labelled-only student
+and a center-bias baseline scored on the benchmark's val split with all eight metrics under both
+protocols -> reports/evaluate/<benchmark>.json (model / protocol / metric) and a grid of examples
+reports/evaluate/<benchmark>.png.
+
+`evaluate_labelled` (item `labelled`): the same for the labelled set's own val split (SALICON in
+the paper's configuration, the headline table), with the teacher and the two students *before*
+fine-tuning, at the labelled set's sizes (prepare.input_size in, prepare.output_size out) ->
+reports/evaluate/labelled/<labelled set>.json and .png."""
 
 from __future__ import annotations
 
@@ -13,39 +20,51 @@ from semipkd.data import open_benchmark
 from semipkd.evaluate import evaluate_benchmark, write_per_image_csv
 from semipkd.io import atomic_write_json
 from semipkd.models import load_model
-from semipkd.names import BENCHMARKS, CENTER_BIAS, MODELS
+from semipkd.names import ALL_BENCHMARKS, CENTER_BIAS, MODELS, STUDENTS, TEACHER
 from semipkd.report import plot_examples_grid
 from semipkd.runtime import select_device
 from semipkd.stage import StageError, require_file, stage_main
 
 log = logging.getLogger("evaluate")
+#: The item of the `evaluate_labelled` stage.
+LABELLED = "labelled"
 
 
 def run(params: Params, item: str | None) -> None:
-    """Score every model on one benchmark's val split."""
-    if item not in BENCHMARKS:
-        raise StageError(f"evaluate needs a benchmark id, one of {', '.join(BENCHMARKS)}; got {item!r}")
+    """Score every model on one benchmark's val split (item `labelled`: the labelled set's)."""
+    if item not in ALL_BENCHMARKS and item != LABELLED:
+        raise StageError(f"evaluate needs a benchmark id, one of {', '.join(ALL_BENCHMARKS)}, or {LABELLED!r}; got {item!r}")
+    hint = "run the training stages first (dvc repro)"
+    if item == LABELLED:
+        name = params.data.labelled
+        students = {k: f"models/{k}.pt" for k in STUDENTS}
+        input_size, output_size = params.prepare.input_size, params.prepare.output_size
+        out = Path("reports/evaluate/labelled")
+        what = f"{name} val (the labelled set; students before fine-tuning)"
+    else:
+        name = item
+        students = {k: f"models/finetune/{item}/{k}.pt" for k in STUDENTS}
+        input_size = output_size = params.prepare.benchmark_size
+        out = Path("reports/evaluate")
+        what = f"{name} val"
     device = select_device(params.device)
-    samples = open_benchmark(item, params.data.folder(item), "val", on_error=params.data.on_error)
+    samples = open_benchmark(name, params.data.folder(name), "val", on_error=params.data.on_error)
     if params.data.on_error == "skip":
         # As in prepare: a file that does not decode is left out, counted and named in the log.
         samples.validate(progress=False)
         if samples.skipped:
-            log.warning("%s/val: %d files skipped (data.on_error: skip): %s", item, len(samples.skipped),
+            log.warning("%s/val: %d files skipped (data.on_error: skip): %s", name, len(samples.skipped),
                         "; ".join(f"{f}: {r}" for f, r in samples.skipped))
-    hint = "run the training stages first (dvc repro)"
     predictors = {
-        "teacher": load_model(require_file("models/teacher.pt", hint)),
-        "student": load_model(require_file(f"models/finetune/{item}/student.pt", hint)),
-        "student_no_pseudo": load_model(require_file(f"models/finetune/{item}/student_no_pseudo.pt", hint)),
-        "center_bias": CENTER_BIAS,
+        TEACHER: load_model(require_file("models/teacher.pt", hint)),
+        **{k: load_model(require_file(path, hint)) for k, path in students.items()},
+        CENTER_BIAS: CENTER_BIAS,
     }
-    size = params.prepare.benchmark_size
     result = evaluate_benchmark(
         predictors,
         samples,
-        input_size=size,
-        output_size=size,
+        input_size=input_size,
+        output_size=output_size,
         device=device,
         seed=params.seed,
         protocols=params.evaluate.protocols,
@@ -53,15 +72,15 @@ def run(params: Params, item: str | None) -> None:
         center_bias_sigma=params.evaluate.center_bias_sigma,
         num_examples=params.evaluate.num_figures,
     )
-    out = Path("reports/evaluate")
-    atomic_write_json(out / f"{item}.json", result.scores)
-    write_per_image_csv(out / "per_image" / f"{item}.csv", result)
+    atomic_write_json(out / f"{name}.json", result.scores)
+    write_per_image_csv(out / "per_image" / f"{name}.csv", result)
     plot_examples_grid(
         result.examples,
-        out / f"{item}.png",
+        out / f"{name}.png",
         models=MODELS,
-        title=f"{item} val: image, ground truth, teacher, student, labelled-only student",
+        title=f"{what}: image, ground truth, teacher, student, labelled-only student",
     )
+    log.info("wrote %s", out / f"{name}.json")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from semipkd.models import count_macs, count_params, load_model
 from semipkd.report import (
     LATENCY_FILE,
     append_real_section,
+    labelled_key,
     latency_of,
     load_evaluations,
     load_latencies,
@@ -41,6 +42,9 @@ def run(params: Params, _item: str | None) -> None:
     """Render tables and figures from the evaluation results."""
     paths = [require_file(f"reports/evaluate/{b}.json", "run the evaluate stages first") for b in params.data.benchmarks]
     evaluations = load_evaluations(paths)
+    name = params.data.labelled
+    labelled = load_evaluations([require_file(f"reports/evaluate/labelled/{name}.json", "run evaluate_labelled first")])
+    evaluations[labelled_key(name)] = labelled[name]
     size = [int(s) for s in params.report.latency_input_size]
     latencies = load_latencies(LATENCY_FILE)
     profiles = {}

@@ -91,8 +91,19 @@ def tracked_metrics(root: Path) -> list[Path]:
         for entry in stage.get("metrics", []):
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             for item in items:
-                out.append(root / (path.replace("${item}", item) if item is not None else path))
+                out.append(root / _interpolate(path if item is None else path.replace("${item}", item), params))
     return out
+
+
+def _interpolate(text: str, params: dict) -> str:
+    """dvc.yaml's ``${a.b}`` params references in ``text``, replaced by their values."""
+    def value(m: re.Match) -> str:
+        node = params
+        for part in m.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([\w.]+)\}", value, text)
 
 
 def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = KEEP) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pipeline_copy import dvc, merge, ran_stages, timing_keys, tracked_metrics, 
 @pytest.mark.timeout(900)
 def test_dvc_repro_tiny_pipeline(tiny_pipeline) -> None:
     work, env, params = tiny_pipeline.root, tiny_pipeline.env, tiny_pipeline.params
-    assert len(ran_stages(tiny_pipeline.first.stdout)) == 10  # 5 + finetune and evaluate x 2 + report
+    assert len(ran_stages(tiny_pipeline.first.stdout)) == 11  # 5 + finetune and evaluate x 2 + evaluate_labelled + report
 
     for path in [
         "data/prepared/salicon/train/images.npy",
@@ -51,13 +51,23 @@ def test_dvc_repro_tiny_pipeline(tiny_pipeline) -> None:
             assert got["cc"] > base["cc"], (bench, protocol, got["cc"], base["cc"])
             assert got["nss"] > base["nss"], (bench, protocol, got["nss"], base["nss"])
 
+    # The labelled set's own val: the students before fine-tuning, in the tables with the
+    # published PKD rows beside them.
+    res = json.loads((work / "reports/evaluate/labelled/salicon.json").read_text())
+    assert set(res) == {"teacher", "student", "student_no_pseudo", "center_bias"}
+    assert res["student"]["model_resolution"]["cc"] > res["center_bias"]["model_resolution"]["cc"]
+    tables = (work / "reports/tables.md").read_text()
+    salicon = tables[tables.index("### SALICON (the labelled set; students before fine-tuning) (val)"):]
+    salicon = salicon[: salicon.index("### MIT1003")]
+    assert salicon.count("| *published* |") == 2 and "0.9055" in salicon
+
     # Nothing changed: nothing reruns.
     out = dvc(work, "repro", env=env).stdout
     assert "Running stage" not in out, out
     # No metrics file DVC tracks holds a wall-clock figure, and rerunning the stages whose
     # outputs are not trained weights rewrites them bit for bit: dvc.lock stays as it was.
     metrics = tracked_metrics(work)
-    assert len(metrics) == 11 and all(p.is_file() for p in metrics), metrics
+    assert len(metrics) == 12 and all(p.is_file() for p in metrics), metrics
     for path in metrics:
         assert timing_keys(json.loads(path.read_text())) == [], path
     assert json.loads((work / "reports/pseudolabel/last_run.json").read_text())["seconds"] > 0

@@ -42,7 +42,9 @@ EVALS = {
         "student_no_pseudo": _scores(0.50),
         "center_bias": _scores(0.30),
     },
-    "salicon": {"teacher": _scores(0.80), "student": _scores(0.75), "student_no_pseudo": _scores(0.72), "center_bias": _scores(0.40)},
+    # the labelled set's own val (evaluate_labelled): the published PKD rows sit beside it
+    report.labelled_key("salicon"): {"teacher": _scores(0.80), "student": _scores(0.75), "student_no_pseudo": _scores(0.72),
+                                     "center_bias": _scores(0.40)},
 }
 PROFILES = {
     "teacher": {"params": 12_345_678, "macs": 3_210_000_000, "cpu_latency_ms": 123.45},
@@ -79,6 +81,9 @@ def test_markdown_table_holds_the_given_numbers_and_the_published_rows():
     assert "| 0.9062 | 0.1907 | 1.9298 |" in ofa
     assert "github.com/chakkritte/PKD" in md
     assert "*published*" not in sec[sec.index("### MIT1003") :]  # published numbers only where they were measured
+    assert "### SALICON (the labelled set; students before fine-tuning) (val)" in sec
+    # a benchmark that is not the labelled set's own val never gets them
+    assert "| *published* |" not in report.render_markdown({"salicon": EVALS["mit1003"]}, PROFILES)
 
 
 def test_csv_is_long_form_with_every_metric_unrounded():
@@ -93,7 +98,7 @@ def test_csv_is_long_form_with_every_metric_unrounded():
         assert float(r["cpu_latency_ms"]) == PROFILES[r["model"]]["cpu_latency_ms"]
     pub = [r for r in rows if r["protocol"] == "published"]
     assert len(pub) == 2
-    assert all(r["benchmark"] == "salicon" and r["source"].startswith("published:") for r in pub)
+    assert all(r["benchmark"] == "salicon:labelled" and r["source"].startswith("published:") for r in pub)
     b4 = next(r for r in pub if "EfficientNet-B4" in r["model"])
     assert (float(b4["cc"]), float(b4["kld"]), float(b4["nss"])) == (0.9055, 0.1924, 1.9346)
     assert b4["sim"] == "" and b4["params"] == ""

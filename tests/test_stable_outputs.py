@@ -24,6 +24,7 @@ def test_tracked_metrics_expands_every_stage():
     assert "reports/pseudolabel/metrics.json" in paths
     assert "reports/evaluate/osie.json" in paths  # a foreach stage, expanded
     assert "reports/finetune/mit1003/student_no_pseudo/metrics.json" in paths
+    assert "reports/evaluate/labelled/salicon.json" in paths  # ${data.labelled} interpolated
 
 
 @pytest.mark.parametrize("path", tracked_metrics(REPO), ids=lambda p: p.relative_to(REPO).as_posix())
