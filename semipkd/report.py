@@ -303,6 +303,8 @@ def render_markdown(
     evaluations: Mapping[str, Mapping],
     profiles: Mapping[str, Mapping[str, float]],
     published: Sequence[PublishedResult] = PUBLISHED,
+    *,
+    data_note: str | None = None,
 ) -> str:
     """``tables.md``: one table per (protocol, benchmark); rows = models, paper's columns.
 
@@ -318,6 +320,7 @@ def render_markdown(
         "CPU (ms): batch 1, median, as measured by `python benchmarks/latency.py` into"
         " `reports/benchmarks/latency.json` (a dash where it has no entry for the model).",
         "Rows marked *published* are copied from their source, not measured here.",
+        *([data_note] if data_note else []),
         "",
     ]
     header = ["Model", "Source", "Params (M)", "MACs (G)", "CPU (ms)"] + [_METRIC_HEADERS[m] for m in TABLE_METRICS]
@@ -426,6 +429,8 @@ def write_tables(
     evaluations: Mapping[str, Mapping],
     profiles: Mapping[str, Mapping[str, float]],
     published: Sequence[PublishedResult] = PUBLISHED,
+    *,
+    data_note: str | None = None,
 ) -> list[Path]:
     """Write ``tables.md``, ``tables.csv`` and ``tables.tex`` into ``out_dir`` atomically."""
     if not evaluations:
@@ -434,7 +439,8 @@ def write_tables(
     written = []
     for name, render in (("tables.md", render_markdown), ("tables.csv", render_csv), ("tables.tex", render_latex)):
         path = out_dir / name
-        atomic_write_text(path, render(evaluations, profiles, published))
+        extra = {"data_note": data_note} if render is render_markdown else {}
+        atomic_write_text(path, render(evaluations, profiles, published, **extra))
         written.append(path)
     return written
 

@@ -257,3 +257,10 @@ def test_ablation_gap_chart(tmp_path, caplog):
     assert "osie" in caplog.text
     with pytest.raises(ValueError, match="no benchmark"):
         report.plot_ablation_gap({"osie": {"student": _scores(0.5)}}, tmp_path / "gap3.png")
+
+
+def test_markdown_states_the_data_it_was_made_from():
+    note = "Data: the generated embedded default."
+    md = report.render_markdown(EVALS, PROFILES, data_note=note)
+    assert note in md.split("## ")[0]
+    assert "Data:" not in report.render_markdown(EVALS, PROFILES)
