@@ -29,8 +29,9 @@ from semipkd.stage import require_file, stage_main
 log = logging.getLogger("report")
 
 MODELS = {"teacher": "models/teacher.pt", "student": "models/student.pt", "student_no_pseudo": "models/student_no_pseudo.pt"}
-#: Results of the real-data experiment (docs/real_osie.md), rendered when present.
-REAL_RESULTS = Path("reports/real/osie.json")
+#: Results of the real-data experiments (docs/real_osie.md, docs/real_eyecrowd.md), each file
+#: rendered as its own section when present.
+REAL_RESULTS = Path("reports/real")
 RUNS = {
     "teacher": "reports/train_teacher",
     "student": "reports/distill",
@@ -71,9 +72,9 @@ def run(params: Params, _item: str | None) -> None:
         note = "Data: the real datasets (`data.source: real`)."
     for path in write_tables(Path("reports"), evaluations, profiles, data_note=note):
         log.info("wrote %s", path)
-    if REAL_RESULTS.is_file():
-        append_real_section(Path("reports/tables.md"), REAL_RESULTS)
-        log.info("appended the real-data section from %s to reports/tables.md", REAL_RESULTS)
+    for path in sorted(REAL_RESULTS.glob("*.json")):
+        append_real_section(Path("reports/tables.md"), path)
+        log.info("appended the real-data section from %s to reports/tables.md", path)
     figures = Path("reports/figures")
     plot_learning_curves({k: v for k, v in RUNS.items() if Path(v).is_dir()}, figures / "learning_curves.png")
     plot_ablation_gap(evaluations, figures / "ablation_gap.png")

@@ -264,3 +264,45 @@ def test_markdown_states_the_data_it_was_made_from():
     md = report.render_markdown(EVALS, PROFILES, data_note=note)
     assert note in md.split("## ")[0]
     assert "Data:" not in report.render_markdown(EVALS, PROFILES)
+
+
+def test_real_eyecrowd_collector_merges_both_arms(tmp_path, monkeypatch):
+    """benchmarks/real_eyecrowd.py turns each arm's evaluate outputs into rows that the report
+    renders: fine-tuned and zero-shot students side by side, the labelled set's val apart."""
+    import importlib.util
+
+    import yaml
+
+    from pipeline_copy import REPO
+
+    spec = importlib.util.spec_from_file_location("real_eyecrowd", REPO / "benchmarks/real_eyecrowd.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((REPO / "params/osie_eyecrowd.yaml").read_text())
+    scores = {m: _scores(0.5 + 0.1 * i) for i, m in enumerate(["teacher", "student", "student_no_pseudo", "center_bias"])}
+    (tmp_path / "reports/evaluate/labelled").mkdir(parents=True)
+    (tmp_path / "reports/evaluate/eyecrowd.json").write_text(json.dumps(scores))
+    (tmp_path / "reports/evaluate/labelled/osie.json").write_text(json.dumps(scores))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "real"
+    assert mod.main(["--arm", "finetuned", "--wall-s", "600", "--out", str(out)]) == 0
+    with pytest.raises(SystemExit, match="finetune.epochs is 4"):
+        mod.main(["--arm", "zero_shot", "--out", str(out)])
+    params["finetune"]["epochs"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    zero = {k: _scores(0.2) for k in scores}
+    (tmp_path / "reports/evaluate/eyecrowd.json").write_text(json.dumps(zero))
+    assert mod.main(["--arm", "zero_shot", "--out", str(out)]) == 0
+    res = report.load_real_results(out / "eyecrowd.json")
+    assert [r["key"] for r in res["rows"]] == [
+        "teacher", "student_finetuned", "student_no_pseudo_finetuned", "student_zero_shot",
+        "student_no_pseudo_zero_shot", "center_bias"]
+    by = {r["key"]: r for r in res["rows"]}
+    assert by["student_finetuned"]["metrics"] == scores["student"] and by["student_zero_shot"]["metrics"] == zero["student"]
+    assert by["student_finetuned"]["epochs"] == 4 and by["student_zero_shot"]["epochs"] == 0
+    assert "EyeCrowd val (100)" in res["heading"]
+    md = report.render_real_section(res)
+    assert "zero-shot (OSIE only)" in md and "fine-tuned on EyeCrowd train (4 epochs)" in md
+    osie = report.load_real_results(out / "eyecrowd_osie_val.json")
+    assert [r["key"] for r in osie["rows"]] == ["teacher", "student", "student_no_pseudo", "center_bias"]
