@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semipkd.config import BENCHMARKS, Params
+from semipkd.config import Params
 from semipkd.models import load_model
+from semipkd.names import ALL_BENCHMARKS
 from semipkd.runtime import select_device
 from semipkd.stage import StageError, require_file, stage_main
 from semipkd.training import train_labelled
@@ -17,8 +18,8 @@ STUDENTS = ("student", "student_no_pseudo")
 
 def run(params: Params, item: str | None) -> None:
     """Fine-tune both students on one benchmark."""
-    if item not in BENCHMARKS:
-        raise StageError(f"finetune needs a benchmark id, one of {', '.join(BENCHMARKS)}; got {item!r}")
+    if item not in ALL_BENCHMARKS:
+        raise StageError(f"finetune needs a benchmark id, one of {', '.join(ALL_BENCHMARKS)}; got {item!r}")
     device = select_device(params.device)
     for which in STUDENTS:
         model = load_model(require_file(f"models/{which}.pt", "run the distill stages first"))
