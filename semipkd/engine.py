@@ -314,10 +314,10 @@ def fit(
     if len(val) == 0:
         raise ValueError("val dataset is empty: nothing to select the best epoch on")
 
-    loss_w = _weights(cfg.loss, ("kld", "cc", "nss"), "loss")
-    if pseudo is not None and getattr(cfg, "pseudo_loss", None) is None:
+    loss_w = _weights(cfg.loss, losses_mod.LABELLED_TERMS, "loss")
+    if pseudo is not None and cfg.pseudo_loss is None:
         raise ConfigError("pseudo_loss: weights are needed to train on pseudo-labels, and none are set")
-    pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, ("kld", "cc", "sim"), "pseudo_loss")
+    pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, losses_mod.PSEUDO_TERMS, "pseudo_loss")
     train_config = _plain(cfg)
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
@@ -628,7 +628,6 @@ def _validate(
 
     Metrics are per-image means; the loss, a batch mean, is weighted by batch size.
     """
-    m = metrics_mod
     _set_epoch(val, 0)
     was_training = model.training
     model.eval()
@@ -646,10 +645,10 @@ def _validate(
         pred = pred.float()
         k = pred.shape[0]
         sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w)) * k
-        sums["cc"] += float(m.cc(pred, density).sum())
-        sums["kld"] += float(m.kld(pred, density).sum())
-        sums["nss"] += float(m.nss(pred, fixations).sum())
-        sums["sim"] += float(m.sim(pred, density).sum())
+        sums["cc"] += float(metrics_mod.cc(pred, density).sum())
+        sums["kld"] += float(metrics_mod.kld(pred, density).sum())
+        sums["nss"] += float(metrics_mod.nss(pred, fixations).sum())
+        sums["sim"] += float(metrics_mod.sim(pred, density).sum())
         n += k
     keys = list(sums)
     totals = dist_.all_sum([sums[k] for k in keys] + [float(n)])

@@ -83,11 +83,7 @@ def tracked_metrics(root: Path) -> list[Path]:
     for stage in stages.values():
         items = [None]
         if "foreach" in stage:
-            ref = stage["foreach"].strip("${} ")
-            node = params
-            for part in ref.split("."):
-                node = node[part]
-            items, stage = list(node), stage["do"]
+            items, stage = list(_lookup(params, stage["foreach"].strip("${} "))), stage["do"]
         for entry in stage.get("metrics", []):
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             for item in items:
@@ -95,15 +91,17 @@ def tracked_metrics(root: Path) -> list[Path]:
     return out
 
 
+def _lookup(params: dict, dotted: str):
+    """The value at a dotted params key (``data.benchmarks``)."""
+    node = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def _interpolate(text: str, params: dict) -> str:
     """dvc.yaml's ``${a.b}`` params references in ``text``, replaced by their values."""
-    def value(m: re.Match) -> str:
-        node = params
-        for part in m.group(1).split("."):
-            node = node[part]
-        return str(node)
-
-    return re.sub(r"\$\{([\w.]+)\}", value, text)
+    return re.sub(r"\$\{([\w.]+)\}", lambda m: str(_lookup(params, m.group(1))), text)
 
 
 def make_copy(dest: Path, params: dict, *, keep: tuple[str, ...] = KEEP) -> dict[str, str]:

@@ -36,7 +36,7 @@ def _imports(path: Path) -> set[str]:
     """Package modules imported anywhere in ``path`` (absolute and relative imports)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     rel = path.relative_to(REPO).with_suffix("")
-    package = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    package = list(rel.parts[:-1])  # a module's package; for __init__.py, the package itself
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
