@@ -22,7 +22,17 @@ from typing import Any, Mapping
 import yaml
 
 from semipkd.errors import SemipkdError
-from semipkd.names import ALL_BENCHMARKS, BENCHMARKS, LABELLED_SETS, ON_ERROR, PROTOCOLS, REAL_ONLY_BENCHMARKS
+from semipkd.names import (
+    ALL_BENCHMARKS,
+    AUGMENTS,
+    BENCHMARKS,
+    EMA_MIX_MODES,
+    LABELLED_SETS,
+    ON_ERROR,
+    PROTOCOLS,
+    REAL_ONLY_BENCHMARKS,
+    SELECT_METRICS,
+)
 
 __all__ = [
     "ConfigError",
@@ -164,7 +174,9 @@ class TrainConfig:
     batch_size: int
     lr: float
     weight_decay: float
-    ema_decay: float
+    # The EMA's averaging horizon: a per-step decay (the paper's 0.999), or ``null`` and a horizon
+    # in epochs that the engine turns into a decay for this run's steps per epoch.
+    ema_decay: float | None
     ema_mix: float
     ema_start_epoch: int
     grad_clip: float  # 0 = off
@@ -175,18 +187,36 @@ class TrainConfig:
     num_workers: int
     holdout: float  # fraction of the train split held out to select the best epoch
     select_on: str  # holdout (ours) | val (the paper's selection on the reported split)
-    # Weights of the pseudo-label loss; only a run with pseudo-labels needs them (distill).
+    # Weights of the pseudo-label loss; a run with them gets one pseudo-label pass per epoch
+    # (distill's Semi-PKD arm, and finetune's when set: the paper code's intent).
     pseudo_loss: PseudoLossWeights | None = None
+    ema_horizon_epochs: float | None = None  # set instead of ema_decay
+    ema_mix_mode: str = "raw"  # raw (the paper's code) | normalized (mix of distributions)
+    select_metric: str = "paper_sum"  # the paper code's metric sum; loss | kld | cc | nss | sim
+    augment: tuple[str, ...] = ("hflip", "color_jitter")  # the labelled data's (the paper: SALICON)
+    pseudo_augment: tuple[str, ...] = ("hflip", "color_jitter", "trivial_augment")  # the pool's
 
     def __post_init__(self) -> None:
         _choice(self.nonfinite, ON_ERROR, "nonfinite")
         _choice(self.select_on, ("holdout", "val"), "select_on")
+        _choice(self.ema_mix_mode, EMA_MIX_MODES, "ema_mix_mode")
+        _choice(self.select_metric, tuple(SELECT_METRICS), "select_metric")
+        for key in ("augment", "pseudo_augment"):
+            for a in getattr(self, key):
+                _choice(a, AUGMENTS, key)
         if not 0.0 < self.holdout < 1.0:
             raise ConfigError(f"holdout: must be in (0, 1), got {self.holdout}")
         if self.epochs < 0 or self.batch_size <= 0:
             raise ConfigError(f"epochs must be >= 0 and batch_size > 0 (got {self.epochs}, {self.batch_size})")
-        if not 0.0 <= self.ema_decay < 1.0:
+        if (self.ema_decay is None) == (self.ema_horizon_epochs is None):
+            raise ConfigError(
+                "ema_decay / ema_horizon_epochs: set exactly one (a per-step decay, or a horizon in epochs "
+                f"with ema_decay: null); got {self.ema_decay} and {self.ema_horizon_epochs}"
+            )
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.ema_horizon_epochs is not None and self.ema_horizon_epochs <= 0:
+            raise ConfigError(f"ema_horizon_epochs: must be > 0, got {self.ema_horizon_epochs}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,7 @@ class PseudoLabelConfig:
     batch_size: int
     store_size: tuple[int, int]  # (H, W) the maps are stored at; upsampled to the output at load
     shard_size: int
+    blur: bool = True  # the teacher's eval-mode blur on its maps (the paper's code: on)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from semipkd.config import ConfigError, TrainConfig
 from semipkd.distributed import Distributed, GlobalBatchSampler, ShardSampler, unwrap_ddp
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
+from semipkd import names
 from semipkd.names import ON_ERROR
 from semipkd.models import checkpoint_payload
 from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
@@ -77,6 +78,8 @@ __all__ = [
     "LabelledPass",
     "PseudoPass",
     "mix_with_ema",
+    "ema_decay_for",
+    "paper_sum",
     "GlobalBatchSampler",
     "ShardSampler",
     "CheckpointError",
@@ -87,10 +90,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Validation metrics an epoch can be selected on, and whether larger is better.
-SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(
-    {"loss": False, "kld": False, "cc": True, "nss": True, "sim": True}
-)
+#: Validation metrics an epoch can be selected on, and whether larger is better (semipkd.names).
+SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(dict(names.SELECT_METRICS))
 # Config fields that do not change the result: a resume with a different value is still exact.
 _RESULT_NEUTRAL_FIELDS = ("num_workers",)
 # Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
@@ -106,25 +107,47 @@ class NonFiniteLossError(SemipkdError, FloatingPointError):
 # Pieces that are tested on their own
 
 
-def mix_with_ema(target: torch.Tensor, ema_pred: torch.Tensor, mix: float) -> torch.Tensor:
-    """The EMA self-distillation target, ``ema + mix * (target - ema)``, as a max-1 map.
+def mix_with_ema(target: torch.Tensor, ema_pred: torch.Tensor, mix: float, mode: str = "raw") -> torch.Tensor:
+    """The EMA self-distillation target, ``ema + mix * (target - ema)``.
 
     ``target``, ``ema_pred``: (B, H, W) non-negative maps (a max-normalised density or cached
-    pseudo-label, and the EMA model's sigmoid output in [0, 1]). Both are first normalised to sum
-    1 per image, i.e. treated as the fixation distributions that KLD, CC and SIM compare, so the
-    mix is the mixture of the two distributions with weight ``mix`` on the target; without this
-    a network output with a raised floor would outweigh a peaky density map. The result is
-    rescaled to max 1 per image to keep the ``[0, 1]`` map convention (every loss term is
-    invariant to that scale). Returns float32 (B, H, W) in [0, 1]; an all-zero pair gives zeros.
+    pseudo-label, and the EMA model's sigmoid output in [0, 1]).
+
+    * ``mode="raw"`` (the paper's code): the maps are mixed as they are. A faint map (a low peak)
+      then weighs less than a bright one: the mix is not a mixture of distributions.
+    * ``mode="normalized"``: both maps are first normalised to sum 1 per image, i.e. treated as
+      the fixation distributions that KLD, CC and SIM compare, so the mix is the mixture of the
+      two distributions with weight ``mix`` on the target; the result is rescaled to max 1 per
+      image to keep the ``[0, 1]`` map convention (every loss term is invariant to that scale).
+      An all-zero pair gives zeros.
+
+    Returns float32 (B, H, W) in [0, 1].
     """
     if target.shape != ema_pred.shape:
         raise ValueError(f"target {tuple(target.shape)} and EMA prediction {tuple(ema_pred.shape)} differ in shape")
+    if mode not in names.EMA_MIX_MODES:
+        raise ValueError(f"ema_mix_mode: {mode!r} is not one of {', '.join(names.EMA_MIX_MODES)}")
     t = target.float()
     e = ema_pred.float()
+    if mode == "raw":
+        return e + mix * (t - e)
     t = t / t.sum(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
     e = e / e.sum(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
     m = e + mix * (t - e)
     return m / m.amax(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
+
+
+def ema_decay_for(cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """The EMA decay of a run: ``cfg.ema_decay``, or derived from ``cfg.ema_horizon_epochs``.
+
+    An EMA with decay ``d`` averages over about ``1 / (1 - d)`` steps. The paper's 0.999 is about
+    one epoch of its SALICON run; a horizon in epochs keeps that meaning at any dataset size and
+    batch: ``d = 1 - 1 / (ema_horizon_epochs * steps_per_epoch)`` (0 when that is below one step).
+    """
+    if cfg.ema_horizon_epochs is None:
+        return float(cfg.ema_decay)
+    steps = cfg.ema_horizon_epochs * max(1, steps_per_epoch)
+    return max(0.0, 1.0 - 1.0 / steps) if steps > 1 else 0.0
 
 
 def _derive_seed(*keys: int) -> int:
@@ -260,7 +283,6 @@ def fit(
     device: torch.device | str,
     seed: int,
     pseudo: Dataset | None = None,
-    select_metric: str = "loss",
 ) -> dict[str, Any]:
     """Train ``model`` and write the best epoch's weights to ``out_path``.
 
@@ -279,14 +301,15 @@ def fit(
         device: where to train.
         seed: seeds initial RNG states, data order and augmentation.
         pseudo: optional pool of items ``{"image", "target": (h, w) float [0, 1], "index"}``.
-        select_metric: validation metric the best epoch is chosen by, one of
-            :data:`SELECT_METRICS` (``"loss"``: the labelled loss, lower is better).
+
+    The best epoch is chosen by ``cfg.select_metric``, one of :data:`SELECT_METRICS`.
 
     Returns:
         ``{"best_epoch", "val" (metrics of the best epoch), "epochs", "epochs_run" (in this
         call), "images_per_s" (training images per second over the passes run in this call,
         all processes together), "data_wait_share", "skipped_steps", "device", "world_size"}``.
     """
+    select_metric = cfg.select_metric
     if select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric: {select_metric!r} is not one of {', '.join(SELECT_METRICS)}")
     if cfg.nonfinite not in ON_ERROR:
@@ -322,7 +345,6 @@ def fit(
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
         "seed": seed,
-        "select_metric": select_metric,
         "sizes": [len(labelled), 0 if pseudo is None else len(pseudo), len(val)],
         "model_config": _plain(checkpoint_payload(model).get("model_config")),
         "global_batch": global_batch,
@@ -335,7 +357,12 @@ def fit(
         model.to(memory_format=torch.channels_last)
     if world_size > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    steps_per_epoch = len(labelled) // global_batch + (0 if pseudo is None else len(pseudo) // global_batch)
+    ema_decay = ema_decay_for(cfg, steps_per_epoch)
+    if dist_.main and cfg.ema_horizon_epochs is not None:
+        log.info("EMA decay %.6f: a horizon of %g epochs at %d steps per epoch", ema_decay, cfg.ema_horizon_epochs,
+                 steps_per_epoch)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     ema.module.eval()
     train_model: nn.Module = model
     if world_size > 1:
@@ -343,7 +370,6 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(labelled) // global_batch + (0 if pseudo is None else len(pseudo) // global_batch)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
@@ -539,7 +565,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
         if use_ema:
             with torch.no_grad(), autocast(device, cfg.amp):
                 ema_pred = ema.module(x)
-            target = mix_with_ema(target, ema_pred.float(), cfg.ema_mix)
+            target = mix_with_ema(target, ema_pred.float(), cfg.ema_mix, cfg.ema_mix_mode)
         # BatchNorm updates its running statistics in the forward pass: a batch whose loss turns
         # out non-finite would poison them, so with "skip" they are restored from this copy.
         saved_buffers = [b.detach().clone() for b in model.buffers()] if cfg.nonfinite == "skip" else None
@@ -624,7 +650,9 @@ def _validate(
     loss_w: dict[str, float],
     dist_: Distributed,
 ) -> dict[str, float]:
-    """Mean labelled loss and CC, KLD, NSS, SIM over ``val`` (all processes together).
+    """Mean labelled loss and CC, KLD, NSS, SIM, AUC-Judd over ``val`` (all processes together),
+    and ``paper_sum``, the paper code's selection score from those means:
+    ``(1 - CC) + KLD + (1 - sigmoid(NSS)) + (1 - SIM) + (1 - AUC-Judd)`` (lower is better).
 
     Metrics are per-image means; the loss, a batch mean, is weighted by batch size.
     """
@@ -634,7 +662,7 @@ def _validate(
     sampler = ShardSampler(len(val), rank=dist_.rank, world_size=dist_.world_size)
     loader = DataLoader(val, batch_size=batch, sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    sums = {"loss": 0.0, "cc": 0.0, "kld": 0.0, "nss": 0.0, "sim": 0.0}
+    sums = {"loss": 0.0, "cc": 0.0, "kld": 0.0, "nss": 0.0, "sim": 0.0, "auc_judd": 0.0}
     n = 0
     for b in tqdm(loader, desc="val", unit="batch", disable=None if dist_.main else True, leave=False):
         x = b["image"].to(device, non_blocking=True).contiguous(memory_format=channels_last)
@@ -649,8 +677,17 @@ def _validate(
         sums["kld"] += float(metrics_mod.kld(pred, density).sum())
         sums["nss"] += float(metrics_mod.nss(pred, fixations).sum())
         sums["sim"] += float(metrics_mod.sim(pred, density).sum())
+        sums["auc_judd"] += float(metrics_mod.auc_judd(pred, fixations).sum())
         n += k
     keys = list(sums)
     totals = dist_.all_sum([sums[k] for k in keys] + [float(n)])
     model.train(was_training)
-    return {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
+    out = {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
+    out["paper_sum"] = paper_sum(out)
+    return out
+
+
+def paper_sum(m: Mapping[str, float]) -> float:
+    """The paper code's selection score from mean val metrics (lower is better):
+    ``(1 - CC) + KLD + (1 - sigmoid(NSS)) + (1 - SIM) + (1 - AUC-Judd)``."""
+    return (1 - m["cc"]) + m["kld"] + (1 - 1 / (1 + math.exp(-m["nss"]))) + (1 - m["sim"]) + (1 - m["auc_judd"])

@@ -29,6 +29,9 @@ __all__ = [
     "METRIC_NAMES",
     "TABLE_METRICS",
     "ON_ERROR",
+    "AUGMENTS",
+    "EMA_MIX_MODES",
+    "SELECT_METRICS",
 ]
 
 #: The paper's labelled set (teacher and students learn from it first).
@@ -87,3 +90,13 @@ TABLE_METRICS = ("cc", "kld", "nss", "sim", "auc_judd", "sauc")
 
 #: What to do with a bad sample or input file: stop naming it, or skip it, counted and logged.
 ON_ERROR = ("raise", "skip")
+
+#: Training augmentations a params file may name (``augment``, ``pseudo_augment``), in the
+#: order they are applied: flip (image and maps), ColorJitter, one TrivialAugmentWide op.
+AUGMENTS = ("hflip", "color_jitter", "trivial_augment")
+#: How the EMA self-distillation target is mixed: the paper code's raw maps, or the two maps as
+#: distributions (each normalised to sum 1 first).
+EMA_MIX_MODES = ("raw", "normalized")
+#: Validation scores the best epoch may be chosen by, and whether larger is better.
+#: ``paper_sum`` is the paper code's: (1-CC) + KLD + (1-sigmoid(NSS)) + (1-SIM) + (1-AUC-Judd).
+SELECT_METRICS = {"loss": False, "paper_sum": False, "kld": False, "cc": True, "nss": True, "sim": True}

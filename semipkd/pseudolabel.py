@@ -9,7 +9,7 @@ Cache format (``out_dir``)::
     shard_00000.npy ...  uint8 (n, h, w): q = round(255 * (map - lo) / (hi - lo)) per image
     range_00000.npy ...  float32 (n, 2): (lo, hi), each map's min and max at the stored size
     manifest.json        written last; its presence means the cache is complete:
-        {"version": 1, "teacher_sha256", "store_size": [h, w], "output_size": [H, W],
+        {"version": 1, "teacher_sha256", "blur", "store_size": [h, w], "output_size": [H, W],
          "shard_size", "count", "images": {image-set fingerprint},
          "shards": [{"name", "sha256", "range_name", "range_sha256", "count"}, ...],
          "bytes_per_image", "encoding"}
@@ -64,9 +64,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from semipkd.data import PreparedImages, augment_pair, augmentation_rng
+from semipkd.data import PreparedImages, augment_pair, augmentation_rng, photometric_ops
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_save_npy, atomic_write_json, sha256_file
+from semipkd.models.decoder import eval_blur
 from semipkd.runtime import autocast, dist_info
 
 __all__ = [
@@ -149,10 +150,12 @@ def _image_set_fingerprint(images: Dataset) -> dict[str, Any]:
     return fp
 
 
-def _header(teacher_sha256: str, store_size: Sequence[int], shard_size: int, images_fp: Mapping[str, Any]) -> dict[str, Any]:
+def _header(teacher_sha256: str, store_size: Sequence[int], shard_size: int, images_fp: Mapping[str, Any],
+            blur: bool) -> dict[str, Any]:
     return {
         "version": FORMAT_VERSION,
         "teacher_sha256": teacher_sha256,
+        "blur": bool(blur),
         "store_size": [int(s) for s in store_size],
         "shard_size": int(shard_size),
         "images": dict(images_fp),
@@ -193,6 +196,7 @@ def write_pseudo_labels(
     shard_size: int,
     device: torch.device | str,
     num_workers: int = 0,
+    blur: bool = True,
 ) -> dict[str, Any]:
     """Run ``teacher`` once over ``images`` and cache its maps in ``out_dir`` (format above).
 
@@ -207,6 +211,9 @@ def write_pseudo_labels(
         batch_size, shard_size: images per forward pass and per shard file.
         device: where the teacher runs (autocast on CUDA).
         num_workers: DataLoader workers reading the images.
+        blur: keep the teacher's eval-mode blur (the paper's code labels in eval mode, blur
+            on); ``False`` stores the unblurred maps, so the student's targets are not blurred
+            twice (once here, once by the student's own eval blur when it is scored).
 
     Returns ``{"count", "shards", "shards_reused", "shards_written", "store_size",
     "bytes_per_image", "images_per_s", "teacher_sha256"}``. A complete cache for the same
@@ -230,7 +237,7 @@ def write_pseudo_labels(
     device = torch.device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = _header(teacher_sha256, store_size, shard_size, _image_set_fingerprint(images))
+    header = _header(teacher_sha256, store_size, shard_size, _image_set_fingerprint(images), blur)
     n_shards = -(-n // shard_size)
     names = [_SHARD_FMT.format(i) for i in range(n_shards)]
 
@@ -269,13 +276,16 @@ def write_pseudo_labels(
     atomic_write_json(progress_path, {**header, "shards": done})
 
     teacher = teacher.to(device).eval()
+    if not blur:
+        log.info("labelling with the teacher's eval blur off (pseudolabel.blur: false)")
     reused = len(done)
     start = time.perf_counter()
     images_done = 0
     bar = tqdm(total=n, initial=reused * shard_size if reused < n_shards else n, desc="pseudo-labels", unit="img", disable=None)
     for i in range(reused, n_shards):
         lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-        q, ranges = _label_range(teacher, images, lo, hi, store_size, batch_size, device, num_workers, bar)
+        with eval_blur(teacher, blur):
+            q, ranges = _label_range(teacher, images, lo, hi, store_size, batch_size, device, num_workers, bar)
         range_name = _RANGE_FMT.format(i)
         atomic_save_npy(out_dir / range_name, ranges)
         atomic_save_npy(out_dir / names[i], q)
@@ -330,6 +340,7 @@ def _summary(manifest: Mapping[str, Any], *, reused: int, written: int, seconds:
         "bytes_per_image": manifest["bytes_per_image"],
         "images_per_s": images_done / seconds if seconds > 0 else 0.0,
         "teacher_sha256": manifest["teacher_sha256"],
+        "blur": manifest["blur"],
     }
 
 
@@ -481,7 +492,7 @@ class PseudoDataset(Dataset):
         output_size: Sequence[int],
         *,
         hflip: bool,
-        photometric: bool,
+        photometric: bool | Sequence[str],
         seed: int,
     ) -> None:
 
@@ -493,7 +504,7 @@ class PseudoDataset(Dataset):
             )
         self.cache = cache
         self.output_size = (int(output_size[0]), int(output_size[1]))
-        self.hflip, self.photometric, self.seed = hflip, photometric, seed
+        self.hflip, self.photometric, self.seed = bool(hflip), photometric_ops(photometric), seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -15,9 +15,11 @@ from torch.utils.data import Dataset
 
 from .data import PreparedDataset
 from .engine import fit
+from .io import sha256_file
+from .pseudolabel import PseudoDataset, PseudoLabelCache
 from .stage import StageError, require_file
 
-__all__ = ["EpochSubset", "holdout_split", "train_labelled"]
+__all__ = ["EpochSubset", "holdout_split", "pseudo_pool", "train_labelled"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,26 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def pseudo_pool(output_size, augment, *, seed: int, teacher: Path = Path("models/teacher.pt"),
+                cache: Path = Path("data/pseudo"), images: Path = Path("data/prepared/unlabeled/all")) -> PseudoDataset:
+    """The unlabeled pool with the trained teacher's cached maps, for a pseudo-label pass.
+
+    The cache is checked against ``teacher`` (its sha256): maps of another teacher are refused.
+    Targets are resized to ``output_size`` (the student's output: the labelled set's when
+    distilling, the benchmark's when fine-tuning); images are augmented as ``augment`` says.
+    """
+    teacher = require_file(teacher, "run the train_teacher stage first")
+    labels = PseudoLabelCache(require_file(cache, "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher))
+    return PseudoDataset(
+        require_file(images, "run the prepare stage first"),
+        labels,
+        output_size,
+        hflip="hflip" in augment,
+        photometric=augment,
+        seed=seed,
+    )
+
+
 def train_labelled(
     model: torch.nn.Module,
     prepared: Path,
@@ -64,19 +86,18 @@ def train_labelled(
     out_path: Path,
     ckpt_dir: Path,
     live_dir: Path,
-    photometric: bool,
     pseudo: Dataset | None = None,
 ) -> dict:
     """Train ``model`` on the prepared labelled set at ``prepared`` (``train``/``val`` folders).
 
     The best epoch is selected on a seeded holdout part of ``train`` (``cfg.holdout``) unless
     ``cfg.select_on`` is ``val`` (the paper's way: selection on the split that is reported).
-    Images are flipped with their maps; ``photometric`` adds colour augmentation on the input.
+    The training images are augmented as ``cfg.augment`` says (flip with their maps, colour).
     This is the one place the teacher, the distilled students and the fine-tuned students are
     trained from, so they differ only in their data and config.
     """
     train_dir = require_file(prepared / "train", "run the prepare stage first (dvc repro prepare)")
-    train_aug = PreparedDataset(train_dir, hflip=True, photometric=photometric, seed=seed)
+    train_aug = PreparedDataset(train_dir, hflip="hflip" in cfg.augment, photometric=cfg.augment, seed=seed)
     if cfg.select_on == "val":
         train_set = train_aug
         val_set = PreparedDataset(require_file(prepared / "val", "run prepare"), seed=seed)

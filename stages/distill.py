@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from semipkd.config import Params
-from semipkd.io import sha256_file
 from semipkd.models import build_model
-from semipkd.pseudolabel import PseudoDataset, PseudoLabelCache
 from semipkd.runtime import select_device
-from semipkd.stage import StageError, require_file, stage_main
-from semipkd.training import train_labelled
+from semipkd.stage import StageError, stage_main
+from semipkd.training import pseudo_pool, train_labelled
 
 
 def run(params: Params, item: str | None) -> None:
@@ -24,18 +22,7 @@ def run(params: Params, item: str | None) -> None:
     device = select_device(params.device)
     pseudo = None
     if item is None:
-        teacher = require_file("models/teacher.pt", "run the train_teacher stage first")
-        cache = PseudoLabelCache(
-            require_file("data/pseudo", "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher)
-        )
-        pseudo = PseudoDataset(
-            require_file("data/prepared/unlabeled/all", "run the prepare stage first"),
-            cache,
-            params.prepare.output_size,
-            hflip=True,
-            photometric=True,
-            seed=params.seed,
-        )
+        pseudo = pseudo_pool(params.prepare.output_size, params.distill.pseudo_augment, seed=params.seed)
     s = params.student
     model = build_model(
         s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights
@@ -50,7 +37,6 @@ def run(params: Params, item: str | None) -> None:
         out_path=out,
         ckpt_dir=Path("models/ckpt") / name,
         live_dir=Path("reports") / name,
-        photometric=True,
         pseudo=pseudo,
     )
 

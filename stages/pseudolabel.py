@@ -41,6 +41,7 @@ def run(params: Params, _item: str | None) -> None:
         batch_size=params.pseudolabel.batch_size,
         shard_size=params.pseudolabel.shard_size,
         device=device,
+        blur=params.pseudolabel.blur,
     )
     run_log = {k: summary[k] for k in RUN_KEYS if k in summary}
     run_log["seconds"] = time.perf_counter() - start

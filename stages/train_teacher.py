@@ -28,7 +28,6 @@ def run(params: Params, _item: str | None) -> None:
         out_path=Path("models/teacher.pt"),
         ckpt_dir=Path("models/ckpt/train_teacher"),
         live_dir=Path("reports/train_teacher"),
-        photometric=False,
     )
 
 

@@ -255,3 +255,30 @@ def test_prepare_argument_errors(mit, tmp_path):
         augment_pair(torch.zeros(3, 2, 2, dtype=torch.uint8), hflip=True, photometric=False, rng=None)
     with pytest.raises(ValueError, match="uint8"):
         augment_pair(torch.zeros(3, 2, 2), hflip=False, photometric=False, rng=None)
+
+
+def test_named_augmentations_apply_exactly_the_ops_they_name():
+    """``augment``/``pseudo_augment`` lists: color_jitter alone is ColorJitter's draw only,
+    trivial_augment alone is one TrivialAugment op only, both (= ``True``) is ColorJitter then
+    TrivialAugment from the same generator, and none leaves the image as it is."""
+    from semipkd.data.augment import color_jitter, photometric_ops
+
+    rng = np.random.default_rng(3)
+    img = torch.from_numpy(rng.integers(0, 256, (3, 12, 14), dtype=np.uint8))
+    for k in range(10):
+        jitter_only, _ = augment_pair(img, (), hflip=False, photometric=["color_jitter"], rng=augmentation_rng(0, 1, k))
+        assert torch.equal(jitter_only, color_jitter(img, augmentation_rng(0, 1, k)).float() / 255)
+        ta_only, _ = augment_pair(img, (), hflip=False, photometric=("trivial_augment",), rng=augmentation_rng(0, 1, k))
+        assert torch.equal(ta_only, trivial_augment_photometric(img, augmentation_rng(0, 1, k)).float() / 255)
+        both, _ = augment_pair(img, (), hflip=False, photometric=("hflip", "trivial_augment", "color_jitter"),
+                               rng=augmentation_rng(0, 1, k))
+        g = augmentation_rng(0, 1, k)
+        assert torch.equal(both, trivial_augment_photometric(color_jitter(img, g), g).float() / 255)
+        legacy, _ = augment_pair(img, (), hflip=False, photometric=True, rng=augmentation_rng(0, 1, k))
+        assert torch.equal(legacy, both)
+        none, _ = augment_pair(img, (), hflip=False, photometric=(), rng=augmentation_rng(0, 1, k))
+        assert torch.equal(none, img.float() / 255)
+    assert photometric_ops(["trivial_augment", "color_jitter"]) == ("color_jitter", "trivial_augment")
+    assert photometric_ops(["hflip"]) == () and photometric_ops(False) == ()
+    with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
+        photometric_ops(["rotate"])

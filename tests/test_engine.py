@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from semipkd.config import LossWeights, PseudoLossWeights, TrainConfig
+from semipkd.config import ConfigError, LossWeights, PseudoLossWeights, TrainConfig
 from semipkd.data import PreparedDataset
 from semipkd.engine import (
     CheckpointError,
@@ -31,6 +31,7 @@ from semipkd.engine import (
     NonFiniteLossError,
     fit,
     mix_with_ema,
+    paper_sum,
 )
 from semipkd.models import build_model
 
@@ -214,18 +215,57 @@ def reference(data, tmp_path_factory) -> tuple[Path, dict]:
 # Pieces
 
 
-def test_mix_with_ema_is_the_mixture_of_the_two_distributions():
+def test_normalized_mix_with_ema_is_the_mixture_of_the_two_distributions():
     t = torch.zeros(1, 2, 2)
     t[0, 0, 0] = 1.0  # all mass on one pixel
     e = torch.full((1, 2, 2), 0.25)  # uniform
-    m = mix_with_ema(t, e, 0.5)
+    m = mix_with_ema(t, e, 0.5, "normalized")
     # 0.5 * [1, 0, 0, 0] + 0.5 * [.25, .25, .25, .25] = [.625, .125, .125, .125], max-normalised
     expected = torch.tensor([[[1.0, 0.2], [0.2, 0.2]]])
     torch.testing.assert_close(m, expected)
     # mix = 1 keeps the target, mix = 0 is the EMA prediction (both max-normalised); scale-free
-    torch.testing.assert_close(mix_with_ema(3 * t, e, 1.0), t)
-    torch.testing.assert_close(mix_with_ema(t, 5 * e, 0.0), torch.ones(1, 2, 2))
-    assert torch.equal(mix_with_ema(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), 0.5), torch.zeros(1, 2, 2))
+    torch.testing.assert_close(mix_with_ema(3 * t, e, 1.0, "normalized"), t)
+    torch.testing.assert_close(mix_with_ema(t, 5 * e, 0.0, "normalized"), torch.ones(1, 2, 2))
+    assert torch.equal(mix_with_ema(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), 0.5, "normalized"), torch.zeros(1, 2, 2))
+
+
+def test_raw_mix_with_ema_is_the_paper_codes_value_by_value_mix():
+    # the paper's code: gt = ema + (gt - ema) * 0.5 on the maps as they are
+    t = torch.tensor([[[0.34, 0.0], [0.0, 0.0]]])  # a faint teacher map (peak 0.34)
+    e = torch.tensor([[[0.2, 0.6], [0.6, 0.6]]])
+    m = mix_with_ema(t, e, 0.5, "raw")
+    torch.testing.assert_close(m, torch.tensor([[[0.27, 0.3], [0.3, 0.3]]]))
+    assert torch.equal(mix_with_ema(t, e, 0.5), m)  # raw is the default
+    # the teacher's share of the mixed map's mass: 0.5*0.34 / (0.27 + 0.9) = 14.5% raw, 50% normalized
+    share_raw = float(0.5 * t.sum() / m.sum())
+    assert share_raw == pytest.approx(0.17 / 1.17, abs=1e-6)
+    n = mix_with_ema(t, e, 0.5, "normalized")
+    tn, en = t / t.sum(), e / e.sum()
+    torch.testing.assert_close(n, (0.5 * tn + 0.5 * en) / (0.5 * tn + 0.5 * en).max())
+    with pytest.raises(ValueError, match="ema_mix_mode"):
+        mix_with_ema(t, e, 0.5, "average")
+
+
+def test_ema_horizon_in_epochs_gives_the_decay_of_that_many_steps():
+    from semipkd.engine import ema_decay_for
+
+    assert ema_decay_for(make_cfg(ema_decay=0.999), 20) == 0.999
+    horizon = make_cfg(ema_decay=None, ema_horizon_epochs=1.0)
+    assert ema_decay_for(horizon, 20) == pytest.approx(0.95)  # averages over ~20 steps = 1 epoch
+    assert ema_decay_for(horizon, 1000) == pytest.approx(0.999)  # the paper's value at its epoch size
+    assert ema_decay_for(make_cfg(ema_decay=None, ema_horizon_epochs=2.5), 40) == pytest.approx(0.99)
+    assert ema_decay_for(make_cfg(ema_decay=None, ema_horizon_epochs=0.5), 1) == 0.0
+    with pytest.raises(ConfigError, match="set exactly one"):
+        make_cfg(ema_decay=0.9, ema_horizon_epochs=1.0)
+    with pytest.raises(ConfigError, match="set exactly one"):
+        make_cfg(ema_decay=None)
+
+
+def test_paper_sum_is_the_paper_codes_selection_score():
+    m = {"cc": 0.5, "kld": 1.0, "nss": 0.0, "sim": 0.5, "auc_judd": 0.75}
+    assert paper_sum(m) == pytest.approx(0.5 + 1.0 + 0.5 + 0.5 + 0.25)
+    m2 = dict(m, nss=2.0)
+    assert paper_sum(m2) == pytest.approx(paper_sum(m) - 0.5 + (1 - 1 / (1 + np.exp(-2.0))))
 
 
 def test_global_batch_sampler_splits_each_global_batch_into_rank_slices():
@@ -444,8 +484,8 @@ def test_same_seed_gives_identical_runs_with_0_or_2_loader_workers(data, referen
 
 
 def test_bad_arguments_are_refused(data, tmp_path):
-    with pytest.raises(ValueError, match="select_metric"):
-        run_fit(data, tmp_path, make_cfg(), select_metric="auc")
+    with pytest.raises(ConfigError, match="select_metric"):
+        make_cfg(select_metric="auc")
     with pytest.raises(ValueError, match="fewer than one batch"):
         run_fit(data, tmp_path, make_cfg(batch_size=32))
 
@@ -457,7 +497,9 @@ def test_zero_epochs_writes_the_given_weights_with_their_val_scores(data, tmp_pa
     assert summary["epochs_run"] == 0 and summary["best_epoch"] is None
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert_same_state(payload["model"], initial)
-    assert payload["val"] == summary["val"] and set(summary["val"]) == {"loss", "cc", "kld", "nss", "sim"}
+    assert payload["val"] == summary["val"] and set(summary["val"]) == {
+        "loss", "cc", "kld", "nss", "sim", "auc_judd", "paper_sum"}
+    assert summary["val"]["paper_sum"] == pytest.approx(paper_sum(summary["val"]))
 
 
 def test_runtime_device_and_distributed_environment(monkeypatch):
@@ -491,16 +533,16 @@ def test_runtime_device_and_distributed_environment(monkeypatch):
 
 
 def test_pseudo_loss_is_optional_where_there_is_no_pseudo_pass(data, tmp_path):
-    """train_teacher and finetune never use pseudo_loss: params may leave it out; a run given
-    pseudo-labels without its weights is refused before training."""
+    """train_teacher never uses pseudo_loss: params may leave it out (finetune has it: the Semi-PKD
+    student's pseudo passes); a run given pseudo-labels without its weights is refused."""
     import yaml
 
     from semipkd.config import ConfigError, parse_params
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert "pseudo_loss" not in raw["train_teacher"] and "pseudo_loss" not in raw["finetune"]
+    assert "pseudo_loss" not in raw["train_teacher"]
     params = parse_params(raw)
-    assert params.train_teacher.pseudo_loss is None and params.finetune.pseudo_loss is None
+    assert params.train_teacher.pseudo_loss is None and params.finetune.pseudo_loss.sim == 1.0
     assert params.distill.pseudo_loss.sim == 1.0
     raw["distill"].pop("pseudo_loss")
     assert parse_params(raw).distill.pseudo_loss is None

@@ -248,3 +248,29 @@ def test_cache_pickles_without_its_memory_maps(pool, tmp_path):
     np.testing.assert_array_equal(copy[7], first)
     with pytest.raises(IndexError):
         cache[10]
+
+
+def test_blur_switch_stores_the_teachers_unblurred_maps_and_binds_the_cache_to_it(pool, tmp_path):
+    """``pseudolabel.blur: false`` caches the teacher's maps without its eval blur (exactly the
+    blurred cache's maps before the 11x11 blur); the manifest records the switch, and a cache
+    written with the other setting is recomputed, never reused."""
+    from semipkd.models import GaussianBlur, eval_blur
+
+    teacher = teacher_model()
+    blurred = write(pool, tmp_path / "pseudo", teacher, store_size=OUTPUT)
+    assert blurred["blur"] is True
+    on = PseudoLabelCache(tmp_path / "pseudo", teacher_sha256=SHA)
+    on_maps = np.stack([on[i] for i in range(len(on))])
+    plain = write(pool, tmp_path / "pseudo", teacher, store_size=OUTPUT, blur=False)
+    assert plain["blur"] is False and plain["shards_written"] == 3 and plain["shards_reused"] == 0
+    off = PseudoLabelCache(tmp_path / "pseudo", teacher_sha256=SHA)
+    off_maps = torch.from_numpy(np.stack([off[i] for i in range(len(off))]))
+    # Blurring the unblurred maps gives the blurred cache back (to the 8-bit quantisation).
+    reblurred = GaussianBlur()(off_maps[:, None])[:, 0].numpy()
+    assert np.abs(reblurred - on_maps).max() < 3 / 255
+    assert np.abs(off_maps.numpy() - on_maps).max() > 0.05  # and the switch did something
+    # the switch is restored after use, also inside the teacher
+    assert all(m.enabled for m in teacher.modules() if isinstance(m, GaussianBlur))
+    with eval_blur(teacher, False):
+        assert not any(m.enabled for m in teacher.modules() if isinstance(m, GaussianBlur))
+    assert all(m.enabled for m in teacher.modules() if isinstance(m, GaussianBlur))

@@ -10,6 +10,10 @@ saturation=0.4, hue=0.2)`` followed by ``TrivialAugmentWide(num_magnitude_bins=3
 TrivialAugment's geometric operations (shear, translate, rotate) are left out: they would move
 the image away from its saliency maps. The remaining operations and their magnitudes are
 torchvision's (see :data:`PHOTOMETRIC_OPS`).
+
+Which augmentations a training run uses is a param (``augment``, ``pseudo_augment``: lists of
+:data:`AUGMENTS`); the paper's code gives SALICON flip + ColorJitter, the benchmarks flip only
+and the unlabeled pool flip + ColorJitter + TrivialAugmentWide.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from semipkd.names import AUGMENTS
+
 __all__ = [
+    "AUGMENTS",
+    "PHOTOMETRIC_AUGMENTS",
     "PHOTOMETRIC_OPS",
+    "photometric_ops",
     "NUM_MAGNITUDE_BINS",
     "COLOR_JITTER",
     "augmentation_rng",
@@ -55,6 +64,27 @@ def _magnitudes(num_bins: int) -> dict[str, tuple[np.ndarray, bool]]:
 #: The photometric subset of TrivialAugmentWide, in torchvision's order.
 PHOTOMETRIC_OPS = tuple(_magnitudes(NUM_MAGNITUDE_BINS))
 _SPACE = _magnitudes(NUM_MAGNITUDE_BINS)
+
+
+#: The photometric augmentations a params file may name, in the order they are applied.
+PHOTOMETRIC_AUGMENTS = tuple(a for a in AUGMENTS if a != "hflip")
+
+
+def photometric_ops(photometric: bool | Sequence[str] | None) -> tuple[str, ...]:
+    """The photometric augmentations to apply, in :data:`PHOTOMETRIC_AUGMENTS` order.
+
+    ``True`` means both (ColorJitter, then TrivialAugmentWide's photometric subset), ``False`` or
+    ``None`` none; a sequence names them (``"hflip"`` is ignored here, it is not photometric).
+    """
+    if photometric is None or photometric is False:
+        return ()
+    if photometric is True:
+        return PHOTOMETRIC_AUGMENTS
+    names = tuple(photometric)
+    unknown = [n for n in names if n not in AUGMENTS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {', '.join(map(repr, unknown))}; known: {', '.join(AUGMENTS)}")
+    return tuple(n for n in PHOTOMETRIC_AUGMENTS if n in names)
 
 
 def augmentation_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -135,8 +165,8 @@ def photometric_augment(image: torch.Tensor, rng: np.random.Generator) -> torch.
     return trivial_augment_photometric(color_jitter(image, rng), rng)
 
 
-def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hflip: bool, photometric: bool,
-                 rng: np.random.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hflip: bool,
+                 photometric: bool | Sequence[str], rng: np.random.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Augment an input image and the maps that go with it, consistently.
 
     The draw order is fixed (flip coin first, then the photometric draws), so a given ``rng``
@@ -147,7 +177,8 @@ def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hfli
         maps: tensors whose last two dims are a map of the image (any size and dtype): density,
             fixations, a cached pseudo-label. Flipped with the image; never changed otherwise.
         hflip: flip image and maps left-right with probability 1/2.
-        photometric: apply :func:`photometric_augment` to the image.
+        photometric: the photometric augmentations of the image (:func:`photometric_ops`):
+            ``True`` = ColorJitter then one TrivialAugmentWide op (:func:`photometric_augment`).
         rng: e.g. ``augmentation_rng(seed, epoch, index)``; may be None when both are off.
 
     Returns:
@@ -156,13 +187,16 @@ def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hfli
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"augment_pair expects a uint8 (3, H, W) image, got {image.dtype} {tuple(image.shape)}")
     maps = tuple(maps)
-    if (hflip or photometric) and rng is None:
+    ops = photometric_ops(photometric)
+    if (hflip or ops) and rng is None:
         raise ValueError("augment_pair: rng is required when hflip or photometric is on")
     if hflip and rng.random() < 0.5:
         image = _flip(image)
         maps = tuple(_flip(m) for m in maps)
-    if photometric:
-        image = photometric_augment(image.contiguous(), rng)
+    if "color_jitter" in ops:
+        image = color_jitter(image.contiguous(), rng)
+    if "trivial_augment" in ops:
+        image = trivial_augment_photometric(image.contiguous(), rng)
     return _unit_float(image), maps
 
 

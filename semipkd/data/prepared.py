@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..io import atomic_dir
 
-from .augment import augment_pair, augmentation_rng
+from .augment import augment_pair, augmentation_rng, photometric_ops
 from .benchmarks import BenchmarkSet, manifest_row, open_benchmark, open_unlabeled, sample_row
 from .resize import check_size, rescale_fixations, resize_density, resize_image
 from .validate import DataError, check_on_error
@@ -329,11 +329,11 @@ class _PreparedBase(Dataset):
 
     _arrays_needed: tuple[str, ...] = ("images",)
 
-    def __init__(self, path, *, hflip: bool = False, photometric: bool = False, seed: int = 0):
+    def __init__(self, path, *, hflip: bool = False, photometric: bool | Sequence[str] = False, seed: int = 0):
         self.path = Path(path)
         self.meta = read_meta(self.path)
         self.hflip = bool(hflip)
-        self.photometric = bool(photometric)
+        self.photometric = photometric_ops(photometric)
         self.seed = int(seed)
         self.epoch = 0
         n = self.meta["count"]

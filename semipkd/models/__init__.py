@@ -15,7 +15,7 @@ Tensors: images float (B, 3, H, W) RGB in [0, 1] in, saliency maps float (B, H_o
 prints a cost table.
 """
 
-from .decoder import Decoder, GaussianBlur, Normalize, scale_channels
+from .decoder import Decoder, GaussianBlur, Normalize, eval_blur, scale_channels
 from .optimize import OptimizedModel, optimize_for_inference
 from .cost import count_macs, count_params, profile
 from .registry import (
@@ -42,6 +42,7 @@ __all__ = [
     "checkpoint_payload",
     "count_macs",
     "count_params",
+    "eval_blur",
     "get_backbone",
     "list_backbones",
     "load_model",

@@ -14,8 +14,9 @@ never narrowed: that keeps its ImageNet weights usable at every width.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ __all__ = [
     "GaussianBlur",
     "Normalize",
     "scale_channels",
+    "eval_blur",
     "BLUR_KERNEL_SIZE",
     "BLUR_SIGMA",
 ]
@@ -96,11 +98,14 @@ class GaussianBlur(nn.Module):
             raise ValueError(f"blur kernel size must be odd and positive, got {size}")
         self.size = size
         self.sigma = sigma
+        self.enabled = True  # switched off for a model's blur-free predictions (see eval_blur)
         k = gaussian_kernel1d(size, sigma)
         self.register_buffer("kernel_h", k.view(1, 1, 1, size), persistent=False)
         self.register_buffer("kernel_v", k.view(1, 1, size, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         p = self.size // 2
         if x.shape[-2] <= p or x.shape[-1] <= p:
             raise ValueError(f"the {self.size}x{self.size} blur needs maps larger than {p}x{p}, got {tuple(x.shape[-2:])}")
@@ -110,6 +115,21 @@ class GaussianBlur(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, sigma={self.sigma}"
+
+
+@contextlib.contextmanager
+def eval_blur(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s eval-mode blur (every :class:`GaussianBlur` in it) is on or
+    off as ``enabled`` says; restored afterwards, also on an error."""
+    blurs = [m for m in model.modules() if isinstance(m, GaussianBlur)]
+    before = [b.enabled for b in blurs]
+    for b in blurs:
+        b.enabled = bool(enabled)
+    try:
+        yield model
+    finally:
+        for b, e in zip(blurs, before):
+            b.enabled = e
 
 
 def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
