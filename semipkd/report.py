@@ -11,6 +11,8 @@ dvclive-style history folders. Outputs:
   source. Numbers are rounded here and only here.
 * ``tables.csv``: the same rows in long form with every metric at full precision.
 * PNG figures drawn with matplotlib's Agg backend (no display, no network).
+* The seeded study (``reports/real/claim.json``, written by ``benchmarks/claim.py``): a section
+  of ``tables.md`` and ``figures/claim.png``.
 
 Every file goes through :mod:`semipkd.io`'s atomic writes.
 """
@@ -31,6 +33,7 @@ matplotlib.use("Agg")  # files only; never a display (stages run headless)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from semipkd.names import DATASET_LABELS, DATASETS, METRIC_NAMES, MODEL_KEYS, MODEL_LABELS, PROTOCOL_LABELS, PROTOCOLS, TABLE_METRICS  # noqa: E402
 
@@ -57,6 +60,13 @@ __all__ = [
     "load_real_results",
     "render_real_section",
     "append_real_section",
+    "CLAIM_FILE",
+    "CLAIM_RULE",
+    "ClaimFormatError",
+    "load_claim",
+    "render_claim_section",
+    "append_claim_section",
+    "plot_claim",
 ]
 
 log = logging.getLogger(__name__)
@@ -694,3 +704,199 @@ def append_real_section(tables_md: str | Path, results_path: str | Path) -> Path
     section = render_real_section(load_real_results(results_path))
     atomic_write_text(tables_md, text.rstrip("\n") + "\n\n" + section)
     return tables_md
+
+
+# --------------------------------------------------------------------------------------------
+# The seeded study (reports/real/claim.json, written by benchmarks/claim.py)
+
+#: Where ``benchmarks/claim.py`` writes the seeded study and the report stage reads it. It lives
+#: beside the real-data results files but has its own schema (see :func:`load_claim`).
+CLAIM_FILE = Path("reports/real/claim.json")
+#: When a paired difference counts as a win (claim.json's ``rule``; the report quotes it).
+CLAIM_RULE = (
+    "paired difference d = semi_pkd - labelled_only per seed (seeds both arms have); an arm is "
+    "better when |mean d| > std d (sample std, ddof=1), in the metric's direction (KLD: lower is "
+    "better, every other metric: higher); otherwise 'within spread'"
+)
+#: What claim.png says when no seeded study has been collected.
+CLAIM_ABSENT_TEXT = "no seeded study collected: see docs/real_osie.md"
+_CLAIM_ARMS = ("semi_pkd", "labelled_only", "teacher", "center_bias")
+_CLAIM_ARM_LABELS = {
+    "semi_pkd": "Semi-PKD student",
+    "labelled_only": "Labelled-only student (ablation)",
+    "teacher": "Teacher",
+    "center_bias": "Center bias",
+}
+_CLAIM_METRICS = ("cc", "kld")
+_CLAIM_PROTOCOL_SHORT = {"benchmark": "benchmark", "model_resolution": "model res."}
+_STATS_KEYS = {"mean", "std", "n", "values", "seeds"}
+
+
+class ClaimFormatError(SemipkdError, ValueError):
+    """``reports/real/claim.json`` is not what ``benchmarks/claim.py`` writes; names the place."""
+
+
+def _check_stats(stats: Any, where: str) -> None:
+    if not isinstance(stats, Mapping) or not _STATS_KEYS <= set(stats):
+        raise ClaimFormatError(f"{where}: expected {{{', '.join(sorted(_STATS_KEYS))}}}")
+    if len(stats["values"]) != stats["n"] or len(stats["seeds"]) != stats["n"]:
+        raise ClaimFormatError(f"{where}: n is {stats['n']} but it has {len(stats['values'])} values "
+                               f"and {len(stats['seeds'])} seeds")
+
+
+def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
+    """Read the seeded study written by ``benchmarks/claim.py`` and check its shape.
+
+    The file is ``{"rule": str, "arms": {arm: model key}, "settings": {name: setting}}``; a
+    setting holds ``benchmark``, ``description``, ``params`` (dotted keys, seed left out),
+    ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
+    ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
+    ({protocol: {metric: stats + better + verdict}}), where stats is ``{mean, std, n, values,
+    seeds}``. Raises :class:`ClaimFormatError` naming the file and the setting.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClaimFormatError(f"{path}: cannot read the seeded-study JSON ({e})") from e
+    if not isinstance(data, Mapping) or not isinstance(data.get("settings"), Mapping) or not data["settings"]:
+        raise ClaimFormatError(f"{path}: expected an object with a non-empty 'settings' object (benchmarks/claim.py writes it)")
+    for name, s in data["settings"].items():
+        where = f"{path}: setting {name!r}"
+        missing = {"benchmark", "seeds", "experiments", "arms", "paired"} - set(s if isinstance(s, Mapping) else {})
+        if missing:
+            raise ClaimFormatError(f"{where} lacks {', '.join(sorted(missing))}")
+        for arm, per_arm in s["arms"].items():
+            for proto, per in per_arm.items():
+                for m, stats in per.items():
+                    _check_stats(stats, f"{where}: arms/{arm}/{proto}/{m}")
+        for proto, per in s["paired"].items():
+            for m, stats in per.items():
+                _check_stats(stats, f"{where}: paired/{proto}/{m}")
+                if "verdict" not in stats:
+                    raise ClaimFormatError(f"{where}: paired/{proto}/{m} has no verdict")
+    return dict(data)
+
+
+def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
+    """``mean ± std (n)`` with 4 decimals; a dash for a missing number."""
+    if not stats or stats.get("mean") is None:
+        return "–"
+    mean = f"{stats['mean']:+.4f}" if signed else _fmt(stats["mean"], 4)
+    return f"{mean} ± {_fmt(stats.get('std'), 4)} ({stats['n']})"
+
+
+def _claim_protocols(setting: Mapping[str, Any]) -> list[str]:
+    return _ordered({p for per in setting["arms"].values() for p in per} | set(setting["paired"]), _PROTOCOL_ORDER)
+
+
+def _differences_text(differs: Mapping[str, Mapping[str, Sequence]], limit: int = 6) -> list[str]:
+    out = []
+    for other, diff in differs.items():
+        if not diff:
+            out.append(f"the same params as {other} (seed aside)")
+            continue
+        items = [f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in list(diff.items())[:limit]]
+        more = f" and {len(diff) - limit} more" if len(diff) > limit else ""
+        out.append(f"vs {other}: " + ", ".join(items) + more)
+    return out
+
+
+def render_claim_section(claim: Mapping[str, Any]) -> str:
+    """Markdown section for the seeded study (see :func:`load_claim`).
+
+    One table per setting: rows are the arms (Semi-PKD student, labelled-only student, teacher,
+    center bias), columns CC and KLD under each protocol as ``mean ± std (n)``, and a last row
+    with the paired difference Semi-PKD minus labelled-only and its verdict (:data:`CLAIM_RULE`).
+    """
+    settings = claim["settings"]
+    benchmarks = _ordered({s["benchmark"] for s in settings.values()}, _BENCHMARK_ORDER)
+    lines = [
+        f"## Semi-PKD vs labelled-only, seeded ({', '.join(_label(b) for b in benchmarks)} val)",
+        "",
+        "Each setting is one params.yaml run under several seeds with DVC's experiment grid "
+        "(`dvc exp run --queue -S 'seed=1,2,3'`), collected by `benchmarks/claim.py` into "
+        f"`{CLAIM_FILE.as_posix()}` (docs/real_osie.md). Cells: mean ± sample std (n seeds). "
+        f"Last row: the verdict rule is {CLAIM_RULE}.",
+        "",
+    ]
+    for name, s in settings.items():
+        lines += [f"### {name} ({_label(s['benchmark'])} val)", ""]
+        if s.get("description"):
+            lines += [s["description"], ""]
+        exps = ", ".join(f"{e['name']} (seed {e['seed']})" for e in s["experiments"])
+        lines += [f"Seeds: {', '.join(map(str, s['seeds']))}; experiments: {exps}.", ""]
+        diffs = _differences_text(s.get("differs_from", {}))
+        if diffs:
+            lines += ["Params: " + "; ".join(diffs) + ".", ""]
+        protos = _claim_protocols(s)
+        header = ["Arm"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}" for p in protos for m in _CLAIM_METRICS]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|:--|" + "|".join(["--:"] * (len(header) - 1)) + "|")
+        for arm in _ordered(s["arms"], _CLAIM_ARMS):
+            cells = [_CLAIM_ARM_LABELS.get(arm, arm)] + [
+                _pm(s["arms"][arm].get(p, {}).get(m)) for p in protos for m in _CLAIM_METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+        paired = []
+        for p in protos:
+            for m in _CLAIM_METRICS:
+                d = s["paired"].get(p, {}).get(m)
+                paired.append(f"{_pm(d, signed=True)}: {d['verdict']}" if d else "–")
+        lines.append("| " + " | ".join(["Semi-PKD − labelled-only (paired by seed)"] + paired) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def append_claim_section(tables_md: str | Path, claim: Mapping[str, Any]) -> Path:
+    """Append :func:`render_claim_section` of ``claim`` to ``tables_md`` (atomically)."""
+    tables_md = Path(tables_md)
+    text = tables_md.read_text(encoding="utf-8")
+    atomic_write_text(tables_md, text.rstrip("\n") + "\n\n" + render_claim_section(claim))
+    return tables_md
+
+
+def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: str = "benchmark") -> Path:
+    """``claim.png``: per setting a CC and a KLD panel; both students' seed values as dots (a grey
+    line joins a seed's two values), their mean ± std as an error bar beside them, the paired
+    difference and verdict in the title. With no claim (None) the figure only says
+    :data:`CLAIM_ABSENT_TEXT`, so the declared output always exists."""
+    settings = dict(claim["settings"]) if claim else {}
+    if not settings:
+        fig, ax = plt.subplots(figsize=(5.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, CLAIM_ABSENT_TEXT, ha="center", va="center", fontsize=10)
+        return _save(fig, path)
+    pair = ("semi_pkd", "labelled_only")
+    colors = ("tab:green", "tab:blue")
+    fig, axes = plt.subplots(len(settings), len(_CLAIM_METRICS), figsize=(3.6 * len(_CLAIM_METRICS), 3.0 * len(settings)),
+                             squeeze=False, layout="constrained")
+    for row, (name, s) in zip(axes, settings.items()):
+        protos = _claim_protocols(s)
+        proto = protocol if protocol in protos else protos[0]
+        for ax, m in zip(row, _CLAIM_METRICS):
+            stats = [s["arms"].get(arm, {}).get(proto, {}).get(m) for arm in pair]
+            if all(st is not None for st in stats):
+                v0 = dict(zip(stats[0]["seeds"], stats[0]["values"]))
+                for seed, v1 in zip(stats[1]["seeds"], stats[1]["values"]):
+                    if seed in v0:
+                        ax.plot([0, 1], [v0[seed], v1], color="0.7", linewidth=0.8, zorder=1)
+            for i, st in enumerate(stats):
+                if st is None:
+                    continue
+                ax.scatter(np.full(st["n"], float(i)), st["values"], s=16, color=colors[i], alpha=0.7, zorder=2,
+                           label="seeds" if i == 0 else None)
+                ax.errorbar(i + 0.2, st["mean"], yerr=st["std"] or 0.0, fmt="o", color="black", capsize=4, markersize=4,
+                            zorder=3, label="mean ± std" if i == 0 else None)
+            ax.set_xticks([0, 1], ["Semi-PKD", "labelled-only"], fontsize=8)
+            ax.set_xlim(-0.5, 1.5)
+            d = s["paired"].get(proto, {}).get(m)
+            title = f"{name}: {_METRIC_HEADERS.get(m, m)} ({_CLAIM_PROTOCOL_SHORT.get(proto, proto)})"
+            if d:
+                title += f"\ndiff {_pm(d, signed=True)}: {d['verdict']}"
+            ax.set_title(title, fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle("Semi-PKD vs labelled-only, seeded: dots are seeds (a grey line joins one seed's two students), "
+                 "black bars mean ± std", fontsize=8)
+    return _save(fig, path)
