@@ -1,0 +1,390 @@
+"""Collect a seeded study of DVC experiments into reports/real/claim.json.
+
+A *setting* is one params.yaml run under several seeds with DVC's own experiment grid; it is
+identified by its full params, not by experiment names:
+
+    cp params/osie_real.yaml params.yaml          # the setting (any params.yaml)
+    dvc exp run --queue -S 'seed=1,2,3'
+    dvc queue start                               # wait until `dvc queue status` shows them done
+    python benchmarks/claim.py --setting osie-192 --benchmark osie --description "..."
+
+The collector runs ``dvc exp show --json`` (or reads ``--exp-show FILE``) and takes every
+experiment that ran to the end (not the workspace or baseline-commit rows, not queued, running
+or failed ones) whose params.yaml params, flattened to dotted keys, equal the workspace's (the
+``workspace`` row of the same output, that is the current params.yaml) in everything but
+``seed``. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
+
+It refuses (exit status 2, naming what is wrong) when two experiments of the setting share a
+seed with different metrics, when fewer than 2 seeds are found, when fewer than 2 seeds have
+both students, or when an experiment of the setting lacks the metrics file.
+
+Per arm (``semi_pkd`` = ``student``, ``labelled_only`` = ``student_no_pseudo``, ``teacher``,
+``center_bias``), protocol and metric it writes the values by seed, their mean and sample std
+(ddof=1). The paired differences semi_pkd minus labelled_only, paired by seed (only seeds that
+both arms have), get the same summary and a verdict. The rule: an arm is *better* when
+|mean of the paired differences| > their std, in the metric's direction (KLD: lower is better;
+every other metric: higher); otherwise the verdict is ``within spread``.
+
+The setting is merged into ``settings[NAME]`` of the output (other settings kept, each one's
+params differences from the others recomputed), written atomically; the ``report`` stage renders
+it into reports/tables.md and reports/figures/claim.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semipkd.errors import SemipkdError  # noqa: E402
+from semipkd.io import atomic_write_json  # noqa: E402
+from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
+from semipkd.report import CLAIM_FILE, CLAIM_RULE  # noqa: E402
+
+#: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
+ARMS = {"semi_pkd": STUDENT, "labelled_only": STUDENT_NO_PSEUDO, "teacher": TEACHER, "center_bias": CENTER_BIAS}
+#: The paired difference is PAIR[0] minus PAIR[1].
+PAIR = ("semi_pkd", "labelled_only")
+#: Metrics where a lower value is better; every other metric of semipkd.metrics is higher-better.
+LOWER_IS_BETTER = frozenset({"kld"})
+#: The param that varies within a setting.
+SEED = "seed"
+PARAMS_FILE = "params.yaml"
+#: Executor states of finished experiments; an experiment run in the workspace has no executor.
+DONE = "success"
+ABSENT = "(absent)"
+
+
+class ClaimError(SemipkdError, ValueError):
+    """The experiments cannot make a seeded study: the message names the experiments and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading `dvc exp show --json`
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted keys (``{"distill": {"lr": 1}}`` -> ``{"distill.lr": 1}``); lists
+    and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def run_exp_show(cwd: Path | None = None) -> list[dict]:
+    """The output of ``dvc exp show --json`` run in ``cwd`` (the current folder by default)."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClaimError(f"`dvc exp show --json` failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def _params_of(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    data = state.get("data") or {}
+    entry = (data.get("params") or {}).get(PARAMS_FILE) or {}
+    return entry.get("data") if isinstance(entry.get("data"), Mapping) else None
+
+
+def workspace_params(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Flattened params.yaml of the ``workspace`` row: the setting being collected."""
+    for row in rows:
+        if row.get("rev") == "workspace":
+            params = _params_of(row)
+            if params is None:
+                raise ClaimError(f"dvc exp show: the workspace row has no {PARAMS_FILE} params")
+            flat = flatten(params)
+            if SEED not in flat:
+                raise ClaimError(f"{PARAMS_FILE} has no {SEED!r}; a seeded study varies it")
+            return flat
+    raise ClaimError("dvc exp show: no workspace row (run it without --rev/-n options)")
+
+
+def iter_experiments(rows: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every experiment under every baseline row: name, rev, executor state, params, metrics.
+
+    ``state`` is the executor's (``success``, ``queued``, ``running``, ``failed``); an
+    experiment run in the workspace (``dvc exp run`` without ``--queue``) has no executor and
+    counts as ``success``. ``params`` is None where DVC could not read them.
+    """
+    for row in rows:
+        if row.get("rev") == "workspace":
+            continue
+        for exp_range in row.get("experiments") or []:
+            executor = exp_range.get("executor") or {}
+            for state in exp_range.get("revs") or []:
+                params = _params_of(state)
+                yield {
+                    "name": state.get("name") or exp_range.get("name") or state["rev"][:7],
+                    "rev": state["rev"],
+                    "baseline": row.get("rev"),
+                    "state": executor.get("state", DONE),
+                    "error": (state.get("error") or {}).get("msg"),
+                    "params": None if params is None else flatten(params),
+                    "metrics": (state.get("data") or {}).get("metrics") or {},
+                }
+
+
+def params_diff(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Sequence[str] = (SEED,)) -> dict[str, list]:
+    """``{key: [a's value, b's value]}`` for every dotted key whose values differ (``(absent)``
+    where a side lacks the key), ``ignore`` left out."""
+    keys = sorted((set(a) | set(b)) - set(ignore))
+    return {k: [a.get(k, ABSENT), b.get(k, ABSENT)] for k in keys if a.get(k, ABSENT) != b.get(k, ABSENT)}
+
+
+def select_setting(rows: Sequence[Mapping[str, Any]], benchmark: str) -> tuple[dict[str, Any], list[dict], list[str]]:
+    """The workspace's setting and its experiments, one per seed, ordered by seed.
+
+    Returns ``(params without seed, runs, notes)``; a run is ``{"seed", "name", "rev",
+    "scores"}`` (scores: the benchmark's ``{model: {protocol: {metric: value}}}``); notes say
+    which experiments were left out and why. Raises :class:`ClaimError` on the refusals listed
+    in the module docstring.
+    """
+    setting = workspace_params(rows)
+    metrics_file = f"reports/evaluate/{benchmark}.json"
+    by_seed: dict[Any, list[dict]] = {}
+    notes: list[str] = []
+    others = 0
+    for exp in iter_experiments(rows):
+        label = f"{exp['name']} ({exp['rev'][:7]})"
+        if exp["params"] is None:
+            notes.append(f"{label}: DVC could not read its {PARAMS_FILE} ({exp['error'] or 'no params'}); left out")
+            continue
+        if params_diff(exp["params"], setting):
+            others += 1  # another setting
+            continue
+        if exp["state"] != DONE:
+            notes.append(f"{label}: {exp['state']}; left out")
+            continue
+        if SEED not in exp["params"]:
+            raise ClaimError(f"experiment {label} has the setting's params but no {SEED!r}")
+        entry = exp["metrics"].get(metrics_file) or {}
+        if not isinstance(entry.get("data"), Mapping):
+            why = (entry.get("error") or {}).get("msg") if entry else "not among its metrics"
+            raise ClaimError(f"experiment {label} of this setting lacks {metrics_file} ({why}); "
+                             f"rerun it or remove it (`dvc exp remove {exp['name']}`)")
+        by_seed.setdefault(exp["params"][SEED], []).append({
+            "seed": exp["params"][SEED], "name": exp["name"], "rev": exp["rev"], "scores": entry["data"]})
+    if others:
+        notes.append(f"{others} experiment(s) of other settings (params besides {SEED} differ) left out")
+    runs = []
+    for seed in sorted(by_seed, key=lambda s: (str(type(s)), s)):
+        same = by_seed[seed]
+        first = same[0]
+        for other in same[1:]:
+            if other["scores"] != first["scores"]:
+                raise ClaimError(
+                    f"experiments {first['name']} ({first['rev'][:7]}) and {other['name']} ({other['rev'][:7]}) "
+                    f"both ran {SEED}={seed} in this setting with different {metrics_file}; keep one "
+                    f"(`dvc exp remove NAME`)")
+            notes.append(f"{other['name']} ({other['rev'][:7]}): the same {SEED} and metrics as {first['name']}; counted once")
+        runs.append(first)
+    if len(runs) < 2:
+        found = ", ".join(f"{r['name']} ({SEED}={r['seed']})" for r in runs) or "none"
+        raise ClaimError(
+            f"fewer than 2 seeds of this setting in dvc exp show (found: {found}); run "
+            f"`dvc exp run --queue -S '{SEED}=1,2,3'` and `dvc queue start` with this params.yaml"
+            + ("".join(f"\n  {n}" for n in notes) if notes else ""))
+    return {k: v for k, v in setting.items() if k != SEED}, runs, notes
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+
+
+def describe(values: Sequence[float], seeds: Sequence[Any]) -> dict[str, Any]:
+    """``{"mean", "std" (sample, ddof=1; None for n < 2), "n", "values", "seeds"}``."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(arr.mean()) if arr.size else None,
+        "std": float(arr.std(ddof=1)) if arr.size >= 2 else None,
+        "n": int(arr.size),
+        "values": [float(v) for v in arr],
+        "seeds": list(seeds),
+    }
+
+
+def _value(scores: Mapping, model: str, protocol: str, metric: str) -> float | None:
+    v = scores.get(model, {}).get(protocol, {}).get(metric)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def direction(metric: str) -> str | None:
+    """``"lower"`` or ``"higher"`` (which way is better), None for a metric this file does not know."""
+    if metric in LOWER_IS_BETTER:
+        return "lower"
+    return "higher" if metric in METRIC_NAMES else None
+
+
+def verdict(stats: Mapping[str, Any], better: str | None) -> str:
+    """The rule of :data:`semipkd.report.CLAIM_RULE` applied to paired-difference stats."""
+    mean, std = stats["mean"], stats["std"]
+    if std is None:
+        return "too few pairs"
+    if abs(mean) <= std:
+        return "within spread"
+    if better is None:
+        return "differs, direction unknown"
+    first_wins = mean > 0 if better == "higher" else mean < 0
+    return f"{PAIR[0] if first_wins else PAIR[1]} better"
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
+    """``(arms, paired)``: per arm, protocol and metric the stats of :func:`describe`; per protocol
+    and metric the paired differences ``semi_pkd - labelled_only`` with ``better`` and
+    ``verdict``. Raises :class:`ClaimError` when fewer than 2 seeds have both students."""
+    arms: dict[str, dict] = {}
+    for arm, model in ARMS.items():
+        protocols = sorted({p for r in runs for p in r["scores"].get(model, {})})
+        per_arm = {}
+        for proto in protocols:
+            metrics = sorted({m for r in runs for m in r["scores"].get(model, {}).get(proto, {})})
+            per_proto = {}
+            for m in metrics:
+                got = [(r["seed"], _value(r["scores"], model, proto, m)) for r in runs]
+                got = [(s, v) for s, v in got if v is not None]
+                per_proto[m] = describe([v for _, v in got], [s for s, _ in got])
+            per_arm[proto] = per_proto
+        if per_arm:
+            arms[arm] = per_arm
+    a, b = (ARMS[k] for k in PAIR)
+    both = [r["seed"] for r in runs if a in r["scores"] and b in r["scores"]]
+    if len(both) < 2:
+        raise ClaimError(f"fewer than 2 seeds have both {a} and {b} in their metrics (seeds with both: {both}); "
+                         "no paired difference can be made")
+    paired: dict[str, dict] = {}
+    for proto in sorted(set(arms.get(PAIR[0], {})) & set(arms.get(PAIR[1], {}))):
+        per_proto = {}
+        for m in sorted(set(arms[PAIR[0]][proto]) & set(arms[PAIR[1]][proto])):
+            diffs = [(r["seed"], _value(r["scores"], a, proto, m), _value(r["scores"], b, proto, m)) for r in runs]
+            diffs = [(s, x - y) for s, x, y in diffs if x is not None and y is not None]
+            stats = describe([d for _, d in diffs], [s for s, _ in diffs])
+            stats["better"] = direction(m)
+            stats["verdict"] = verdict(stats, stats["better"])
+            per_proto[m] = stats
+        paired[proto] = per_proto
+    return arms, paired
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Put ``entry`` under ``settings[name]`` of the claim file at ``path`` (other settings kept),
+    recompute every setting's ``differs_from``, write atomically; returns the whole file."""
+    old: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ClaimError(f"{path}: cannot read the existing claim file ({e}); move it aside") from e
+        if not isinstance(old.get("settings"), Mapping):
+            raise ClaimError(f"{path}: not a claim file (no 'settings' object); move it aside")
+    settings = dict(old.get("settings", {}))
+    if not entry.get("description") and name in settings:
+        entry["description"] = settings[name].get("description", "")
+    settings[name] = entry
+    for s, e in settings.items():
+        e["differs_from"] = {o: params_diff(e["params"], oe["params"]) for o, oe in sorted(settings.items()) if o != s}
+    claim = {
+        "source": "benchmarks/claim.py",
+        "rule": CLAIM_RULE,
+        "arms": dict(ARMS),
+        "paired": f"{PAIR[0]} - {PAIR[1]}, paired by seed",
+        "settings": dict(sorted(settings.items())),
+    }
+    atomic_write_json(path, claim)
+    return claim
+
+
+def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
+    if not stats or stats["mean"] is None:
+        return "–"
+    std = "–" if stats["std"] is None else f"{stats['std']:.4f}"
+    return f"{stats['mean']:{'+' if signed else ''}.4f} ± {std} ({stats['n']})"
+
+
+def table(name: str, entry: Mapping[str, Any]) -> str:
+    """A compact text table of one collected setting (printed by :func:`main`)."""
+    lines = [f"setting {name}: {entry['benchmark']}, seeds {entry['seeds']}, "
+             f"experiments {', '.join(e['name'] for e in entry['experiments'])}"]
+    for proto, per in entry["paired"].items():
+        lines.append(f"  {proto}")
+        lines.append(f"    {'metric':<10} {PAIR[0]:>26} {PAIR[1]:>26} {'paired diff':>27}  verdict")
+        for m, d in per.items():
+            a = entry["arms"][PAIR[0]][proto].get(m)
+            b = entry["arms"][PAIR[1]][proto].get(m)
+            lines.append(f"    {m:<10} {_pm(a):>26} {_pm(b):>26} {_pm(d, signed=True):>27}  {d['verdict']}")
+    return "\n".join(lines)
+
+
+def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, description: str, out: Path) -> dict[str, Any]:
+    """Select the workspace's setting in ``rows``, summarise it and merge it into ``out``;
+    returns the setting's entry (notes about left-out experiments under ``notes``)."""
+    params, runs, notes = select_setting(rows, benchmark)
+    arms, paired = summarise(runs)
+    entry = {
+        "benchmark": benchmark,
+        "description": description,
+        "params": params,
+        "seeds": [r["seed"] for r in runs],
+        "experiments": [{"name": r["name"], "rev": r["rev"], "seed": r["seed"]} for r in runs],
+        "notes": notes,
+        "arms": arms,
+        "paired": paired,
+    }
+    claim = merge(out, name, entry)
+    for other, e in claim["settings"].items():
+        if other != name and not e["differs_from"].get(name):
+            print(f"note: setting {other!r} has the same params as {name!r} (seed aside)", file=sys.stderr)
+    return claim["settings"][name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--setting", required=True, help="name of the setting (the workspace params.yaml) in claim.json")
+    ap.add_argument("--benchmark", default="osie", help="reads reports/evaluate/<benchmark>.json of each experiment")
+    ap.add_argument("--description", default="", help="what the setting is (kept from the file when omitted)")
+    ap.add_argument("--exp-show", default=None, help="read this `dvc exp show --json` output instead of running it")
+    ap.add_argument("--out", default=str(ROOT / CLAIM_FILE))
+    args = ap.parse_args(argv)
+    try:
+        if args.exp_show:
+            try:
+                rows = json.loads(Path(args.exp_show).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ClaimError(f"{args.exp_show}: cannot read dvc exp show JSON ({e})") from e
+        else:
+            rows = run_exp_show()
+        if not isinstance(rows, list):
+            raise ClaimError("dvc exp show --json: expected a list of rows (DVC 3)")
+        entry = collect(rows, args.setting, args.benchmark, args.description, Path(args.out))
+    except SemipkdError as exc:
+        print(f"error: claim: {exc}", file=sys.stderr)
+        return 2
+    print(table(args.setting, entry))
+    for note in entry["notes"]:
+        print(f"  note: {note}")
+    print(f"{args.out}: settings[{args.setting!r}] written")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""benchmarks/claim.py collects a seeded study from `dvc exp show --json`; the report renders it.
+
+The fixture tests/data/exp_show_seed_grid.json is real DVC 3.67 output (tests/data/README.md says
+how it was made): a 3-seed grid of one setting (taped-soke, bland-rugs, liege-bunk: seeds 1, 2,
+3), an experiment of another setting (epochs3: seed 1, distill.epochs 3), one still queued, one
+finished after a params change (queued1) and one failed. Expected numbers are computed here with
+:mod:`statistics`, not with the collector's code.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import statistics
+
+import matplotlib.image as mpimg
+import pytest
+
+from pipeline_copy import REPO
+from semipkd import report
+
+FIXTURE = REPO / "tests/data/exp_show_seed_grid.json"
+METRICS_FILE = "reports/evaluate/osie.json"
+#: The setting's experiments in the fixture, by seed.
+GRID = {1: "taped-soke", 2: "bland-rugs", 3: "liege-bunk"}
+
+
+def _load(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+claim = _load("claim", "benchmarks/claim.py")
+
+
+@pytest.fixture
+def rows():
+    return json.loads(FIXTURE.read_text())
+
+
+def _exp(rows, name):
+    """The fixture's experiment range called ``name`` (its revs[0] holds the data)."""
+    for r in rows[1]["experiments"]:
+        if r["name"] == name:
+            return r
+    raise KeyError(name)
+
+
+def _scores(rows, name):
+    return _exp(rows, name)["revs"][0]["data"]["metrics"][METRICS_FILE]["data"]
+
+
+def _params(state):
+    return state["data"]["params"]["params.yaml"]["data"]
+
+
+def _add_copy(rows, of, name, seed, rev_char):
+    """A copy of experiment ``of`` renamed ``name`` with ``seed`` (a fresh rev); returned."""
+    new = copy.deepcopy(_exp(rows, of))
+    new["name"] = new["revs"][0]["name"] = name
+    new["revs"][0]["rev"] = new["revs"][0]["data"]["rev"] = rev_char * 40
+    _params(new["revs"][0])["seed"] = seed
+    rows[1]["experiments"].append(new)
+    return new
+
+
+def _run(tmp_path, rows, setting="grid", *extra):
+    src = tmp_path / "exp_show.json"
+    src.write_text(json.dumps(rows))
+    out = tmp_path / "claim.json"
+    rc = claim.main(["--setting", setting, "--exp-show", str(src), "--out", str(out), *extra])
+    return rc, out
+
+
+def test_fixture_is_real_dvc3_exp_show_output(rows):
+    assert [r["rev"] for r in rows][0] == "workspace" and rows[1]["name"] == "master"
+    states = {r["name"]: (r["executor"] or {}).get("state") for r in rows[1]["experiments"]}
+    assert states == {"taped-soke": "success", "bland-rugs": "success", "liege-bunk": "success", "queued1": "success",
+                      "epochs3": None, "stillqueued": "queued", "failing": "failed"}
+
+
+def test_known_answers_from_the_fixture(tmp_path, rows, capsys):
+    rc, out = _run(tmp_path, rows, "grid", "--description", "three seeds")
+    assert rc == 0
+    s = json.loads(out.read_text())["settings"]["grid"]
+    assert s["seeds"] == [1, 2, 3]
+    assert [(e["seed"], e["name"]) for e in s["experiments"]] == sorted(GRID.items())
+    assert s["benchmark"] == "osie" and s["description"] == "three seeds"
+    assert "seed" not in s["params"] and s["params"]["distill.epochs"] == 2
+    for arm, model in {"semi_pkd": "student", "labelled_only": "student_no_pseudo", "teacher": "teacher",
+                       "center_bias": "center_bias"}.items():
+        for proto in ("benchmark", "model_resolution"):
+            for m in ("auc_borji", "auc_judd", "cc", "info_gain", "kld", "nss", "sauc", "sim"):
+                values = [_scores(rows, GRID[seed])[model][proto][m] for seed in (1, 2, 3)]
+                got = s["arms"][arm][proto][m]
+                assert got["values"] == values and got["seeds"] == [1, 2, 3] and got["n"] == 3
+                assert got["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
+                assert got["std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
+    for proto in ("benchmark", "model_resolution"):
+        for m in ("cc", "kld", "nss"):
+            d = [_scores(rows, GRID[k])["student"][proto][m] - _scores(rows, GRID[k])["student_no_pseudo"][proto][m]
+                 for k in (1, 2, 3)]
+            got = s["paired"][proto][m]
+            assert got["values"] == pytest.approx(d, abs=1e-12) and got["n"] == 3
+            mean, std = statistics.fmean(d), statistics.stdev(d)
+            assert got["mean"] == pytest.approx(mean, abs=1e-12) and got["std"] == pytest.approx(std, abs=1e-12)
+            assert got["better"] == ("lower" if m == "kld" else "higher")
+            win = "semi_pkd" if (mean < 0 if m == "kld" else mean > 0) else "labelled_only"
+            assert got["verdict"] == (f"{win} better" if abs(mean) > std else "within spread")
+    printed = capsys.readouterr().out
+    assert "setting grid" in printed and "stillqueued" in printed  # the queued one is named as left out
+
+
+def _hand_rows(rows, numbers):
+    """The fixture's three-seed grid with hand-written numbers: numbers[model][metric] = 3 values."""
+    for i, seed in enumerate((1, 2, 3)):
+        scores = _scores(rows, GRID[seed])
+        for model, per in numbers.items():
+            for m, vals in per.items():
+                scores[model]["benchmark"][m] = vals[i]
+    return rows
+
+
+def test_verdicts_on_hand_written_numbers(tmp_path, rows):
+    numbers = {
+        "student": {"cc": [0.80, 0.82, 0.81], "kld": [0.50, 0.60, 0.55], "nss": [1.0, 1.0, 1.0], "sim": [0.5, 0.5, 0.5]},
+        "student_no_pseudo": {"cc": [0.70, 0.71, 0.69], "kld": [0.90, 0.80, 0.85], "nss": [0.9, 1.1, 0.95],
+                              "sim": [0.6, 0.7, 0.65]},
+    }
+    rc, out = _run(tmp_path, _hand_rows(rows, numbers))
+    assert rc == 0
+    p = json.loads(out.read_text())["settings"]["grid"]["paired"]["benchmark"]
+    # cc: d = .10, .11, .12 -> mean .11, std .01: Semi-PKD better
+    assert p["cc"]["mean"] == pytest.approx(0.11) and p["cc"]["std"] == pytest.approx(0.01)
+    assert p["cc"]["verdict"] == "semi_pkd better"
+    # kld: d = -.4, -.2, -.3 -> mean -.3, std .1; lower is better: Semi-PKD better
+    assert p["kld"]["mean"] == pytest.approx(-0.3) and p["kld"]["std"] == pytest.approx(0.1)
+    assert p["kld"]["verdict"] == "semi_pkd better" and p["kld"]["better"] == "lower"
+    # nss: d = .1, -.1, .05 -> mean .0167, std .104: within spread
+    assert p["nss"]["mean"] == pytest.approx(0.05 / 3) and p["nss"]["verdict"] == "within spread"
+    # sim: d = -.1, -.2, -.15 -> mean -.15, std .05: labelled-only better
+    assert p["sim"]["mean"] == pytest.approx(-0.15) and p["sim"]["std"] == pytest.approx(0.05)
+    assert p["sim"]["verdict"] == "labelled_only better"
+    a = json.loads(out.read_text())["settings"]["grid"]["arms"]
+    assert a["semi_pkd"]["benchmark"]["cc"]["mean"] == pytest.approx(0.81)
+    assert a["labelled_only"]["benchmark"]["kld"]["std"] == pytest.approx(0.05)
+
+
+def test_seeds_are_paired_only_where_both_arms_have_them(tmp_path, rows):
+    del _scores(rows, GRID[2])["student_no_pseudo"]
+    rc, out = _run(tmp_path, rows)
+    assert rc == 0
+    s = json.loads(out.read_text())["settings"]["grid"]
+    assert s["arms"]["semi_pkd"]["benchmark"]["cc"]["seeds"] == [1, 2, 3]
+    assert s["arms"]["labelled_only"]["benchmark"]["cc"]["seeds"] == [1, 3]
+    d = s["paired"]["benchmark"]["cc"]
+    assert d["seeds"] == [1, 3] and d["n"] == 2
+    cc = {k: {m: _scores(rows, GRID[k])[m]["benchmark"]["cc"] for m in ("student", "student_no_pseudo")} for k in (1, 3)}
+    expect = [cc[k]["student"] - cc[k]["student_no_pseudo"] for k in (1, 3)]
+    assert d["values"] == pytest.approx(expect) and d["std"] == pytest.approx(statistics.stdev(expect))
+
+
+def test_only_the_workspace_setting_is_taken(tmp_path, rows):
+    # another non-seed param: left out even with a new seed
+    other = _add_copy(rows, "liege-bunk", "bigger", 4, "a")
+    _params(other["revs"][0])["prepare"]["benchmark_size"] = [192, 192]
+    # the same setting, a new seed: taken
+    _add_copy(rows, "liege-bunk", "seed4", 4, "b")
+    _scores(rows, "seed4")["student"]["benchmark"]["cc"] = 0.123
+    rc, out = _run(tmp_path, rows)
+    s = json.loads(out.read_text())["settings"]["grid"]
+    assert rc == 0 and s["seeds"] == [1, 2, 3, 4]
+    assert [e["name"] for e in s["experiments"]] == ["taped-soke", "bland-rugs", "liege-bunk", "seed4"]
+    assert s["arms"]["semi_pkd"]["benchmark"]["cc"]["values"][-1] == 0.123
+    # the workspace at distill.epochs 3 is the other setting: epochs3 alone (queued1 too, seed 7)
+    _params(rows[0])["distill"]["epochs"] = 3
+    rc, out = _run(tmp_path, rows, "epochs3")
+    s = json.loads(out.read_text())["settings"]["epochs3"]
+    assert rc == 0 and [e["name"] for e in s["experiments"]] == ["epochs3", "queued1"]
+
+
+def test_queued_and_failed_experiments_of_the_setting_are_left_out(tmp_path, rows):
+    failing = _exp(rows, "failing")["revs"][0]
+    _params(failing).update(fail=False, distill={"epochs": 2, "lr": 0.001})  # now of the setting, still failed
+    settings, runs, notes = claim.select_setting(rows, "osie")
+    assert [r["name"] for r in runs] == ["taped-soke", "bland-rugs", "liege-bunk"]
+    assert any("failing" in n and "failed" in n for n in notes) and any("stillqueued" in n and "queued" in n for n in notes)
+
+
+def test_refusals(tmp_path, rows, capsys):
+    # the same seed twice with different metrics
+    dup = copy.deepcopy(rows)
+    _add_copy(dup, "taped-soke", "again", 1, "c")
+    _scores(dup, "again")["student"]["benchmark"]["cc"] += 0.01
+    with pytest.raises(claim.ClaimError, match=r"taped-soke .* and again .* seed=1 .* different"):
+        claim.select_setting(dup, "osie")
+    assert _run(tmp_path, dup)[0] == 2
+    assert "seed=1" in capsys.readouterr().err
+    # the same seed twice with the same metrics: counted once
+    same = copy.deepcopy(rows)
+    _add_copy(same, "taped-soke", "rerun", 1, "d")
+    _, runs, notes = claim.select_setting(same, "osie")
+    assert [r["seed"] for r in runs] == [1, 2, 3] and any("rerun" in n and "counted once" in n for n in notes)
+    # fewer than 2 seeds
+    few = copy.deepcopy(rows)
+    few[1]["experiments"] = [r for r in few[1]["experiments"] if r["name"] not in ("bland-rugs", "liege-bunk")]
+    with pytest.raises(claim.ClaimError, match=r"fewer than 2 seeds .*taped-soke \(seed=1\)"):
+        claim.select_setting(few, "osie")
+    # an experiment of the setting without the metrics file
+    lacking = copy.deepcopy(rows)
+    _exp(lacking, "bland-rugs")["revs"][0]["data"]["metrics"] = {}
+    with pytest.raises(claim.ClaimError, match=r"bland-rugs \(8234f09\) of this setting lacks reports/evaluate/osie.json"):
+        claim.select_setting(lacking, "osie")
+    with pytest.raises(claim.ClaimError, match="lacks reports/evaluate/mit1003.json"):
+        claim.select_setting(rows, "mit1003")
+    # fewer than 2 seeds with both students
+    one = copy.deepcopy(rows)
+    for seed in (1, 2):
+        del _scores(one, GRID[seed])["student"]
+    with pytest.raises(claim.ClaimError, match="fewer than 2 seeds have both student and student_no_pseudo"):
+        claim.summarise(claim.select_setting(one, "osie")[1])
+    assert not (tmp_path / "claim.json").exists()  # nothing written on a refusal
+
+
+def test_merge_keeps_other_settings_and_says_how_they_differ(tmp_path, rows):
+    rc, out = _run(tmp_path, rows, "base", "--description", "the first")
+    assert rc == 0
+    lr = copy.deepcopy(rows)
+    for state in [lr[0]] + [_exp(lr, GRID[k])["revs"][0] for k in GRID]:
+        _params(state)["distill"]["lr"] = 0.002
+    assert _run(tmp_path, lr, "lr2")[0] == 0
+    got = json.loads(out.read_text())
+    assert sorted(got["settings"]) == ["base", "lr2"]
+    assert got["settings"]["base"]["differs_from"] == {"lr2": {"distill.lr": [0.001, 0.002]}}
+    assert got["settings"]["lr2"]["differs_from"] == {"base": {"distill.lr": [0.002, 0.001]}}
+    assert got["rule"] == report.CLAIM_RULE and got["arms"]["semi_pkd"] == "student"
+    # collected again without a description: the old one stays; the other setting is untouched
+    before = got["settings"]["lr2"]
+    assert _run(tmp_path, rows, "base")[0] == 0
+    again = json.loads(out.read_text())
+    assert again["settings"]["base"]["description"] == "the first" and again["settings"]["lr2"] == before
+
+
+def _png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return mpimg.imread(path).shape
+
+
+def test_report_renders_the_study_and_draws_claim_png(tmp_path, rows):
+    numbers = {"student": {"cc": [0.80, 0.82, 0.81]}, "student_no_pseudo": {"cc": [0.70, 0.71, 0.69]}}
+    rc, out = _run(tmp_path, _hand_rows(rows, numbers), "osie-192", "--description", "OSIE at 192x192")
+    assert rc == 0
+    c = report.load_claim(out)
+    md = report.render_claim_section(c)
+    assert md.startswith("## Semi-PKD vs labelled-only, seeded (OSIE val)")
+    assert "### osie-192 (OSIE val)" in md and "OSIE at 192x192" in md
+    lines = md.splitlines()
+    assert any(line.startswith("| Semi-PKD student | 0.8100 ± 0.0100 (3) |") for line in lines)
+    assert any(line.startswith("| Labelled-only student (ablation) | 0.7000 ± 0.0100 (3) |") for line in lines)
+    paired = next(line for line in lines if line.startswith("| Semi-PKD − labelled-only"))
+    assert "+0.1100 ± 0.0100 (3): semi_pkd better" in paired
+    assert "| Teacher |" in md and "| Center bias |" in md and "KLD↓ model res." in md
+    with_claim = _png(report.plot_claim(c, tmp_path / "claim.png"))
+    without = _png(report.plot_claim(None, tmp_path / "none.png"))
+    assert with_claim[0] > without[0] and with_claim[1] > without[1]
+    with pytest.raises(report.ClaimFormatError, match="non-empty 'settings'"):
+        report.load_claim(REPO / "reports/real/osie.json")  # a real-data results file is not a claim
+
+
+def test_report_stage_keeps_claim_json_away_from_the_real_results_loader(tmp_path, rows):
+    """stages/report.py: every other reports/real/*.json as before, claim.json as its own section;
+    claim.png is written with or without it."""
+    stage = _load("report_stage", "stages/report.py")
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "osie.json").write_text((REPO / "reports/real/osie.json").read_text())
+    tables = tmp_path / "tables.md"
+    tables.write_text("# Results\n")
+    stage.append_real_results(tables, tmp_path / "figures/claim.png", real)
+    md = tables.read_text()
+    assert md.count("\n## ") == 1 and "Semi-PKD vs labelled-only, seeded" not in md
+    assert _png(tmp_path / "figures/claim.png")[0] < 200  # the short "no seeded study" note
+    _run(tmp_path, rows)
+    (real / "claim.json").write_text((tmp_path / "claim.json").read_text())
+    tables.write_text("# Results\n")
+    stage.append_real_results(tables, tmp_path / "figures/claim.png", real)
+    md = tables.read_text()
+    assert md.count("\n## ") == 2 and md.index("## Semi-PKD vs labelled-only, seeded") > md.index("## ")
+    assert _png(tmp_path / "figures/claim.png")[0] > 200
