@@ -81,9 +81,20 @@ class DataConfig:
     benchmarks: tuple[str, ...]
     on_error: str  # raise | skip
     num_workers: int
+    # Semi-supervised settings: keep a seeded subset of the labelled set's train split (a count
+    # >= 1 or a fraction < 1; null = all of it); teacher and students learn from that subset.
+    labelled_subset: float | None = None
+    subset_seed: int = 0
+    withheld_to_pool: bool = False  # the withheld images join the unlabeled pool (labels unread)
 
     def __post_init__(self) -> None:
         _choice(self.source, ("synthetic", "real"), "data.source")
+        if self.labelled_subset is not None and self.labelled_subset <= 0:
+            raise ConfigError(f"data.labelled_subset: must be > 0 (a count or a fraction), got {self.labelled_subset}")
+        if self.labelled_subset is not None and self.labelled_subset >= 1 and self.labelled_subset != int(self.labelled_subset):
+            raise ConfigError(f"data.labelled_subset: a count must be a whole number, got {self.labelled_subset}")
+        if self.withheld_to_pool and self.labelled_subset is None:
+            raise ConfigError("data.withheld_to_pool: needs data.labelled_subset (nothing is withheld without it)")
         _choice(self.on_error, ON_ERROR, "data.on_error")
         _choice(self.labelled, LABELLED_SETS, "data.labelled")
         for b in self.benchmarks:

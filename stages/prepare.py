@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from semipkd.config import Params
-from semipkd.data import prepare_benchmark, prepare_unlabeled
+from semipkd.data import open_labelled_train, prepare_benchmark, prepare_unlabeled
 from semipkd.data.synthetic import generate
 from semipkd.io import atomic_write_json, atomic_write_text
 from semipkd.stage import stage_main
@@ -53,6 +53,10 @@ def run(params: Params, _item: str | None) -> None:
         (synthetic / "README.md").write_text("data.source is 'real': nothing was generated.\n")
 
     rows: list[dict] = []
+    subset = None if data.labelled_subset is None else (data.labelled_subset, data.subset_seed)
+    withheld = None
+    if subset is not None and data.withheld_to_pool:
+        _, withheld = open_labelled_train(data.labelled, data.folder(data.labelled), subset=subset, on_error=data.on_error)
     for name in names:
         if name == data.labelled:
             in_size, out_size = params.prepare.input_size, params.prepare.output_size
@@ -62,14 +66,14 @@ def run(params: Params, _item: str | None) -> None:
         for row in prepare_benchmark(
             name, data.folder(name), PREPARED / name,
             input_size=in_size, output_size=out_size, on_error=data.on_error,
-            num_workers=data.num_workers,
+            num_workers=data.num_workers, subset=subset if name == data.labelled else None,
         ):
             rows.append({"dataset": name, **row})
     log.info("preparing the unlabeled pool from %s", data.folder("unlabeled"))
     for row in prepare_unlabeled(
         data.folder("unlabeled"), PREPARED / "unlabeled",
         input_size=params.prepare.input_size, on_error=data.on_error,
-        num_workers=data.num_workers,
+        num_workers=data.num_workers, extra=withheld,
     ):
         rows.append({"dataset": "unlabeled", "split": "all", **row})
 

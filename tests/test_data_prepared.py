@@ -282,3 +282,58 @@ def test_named_augmentations_apply_exactly_the_ops_they_name():
     assert photometric_ops(["hflip"]) == () and photometric_ops(False) == ()
     with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
         photometric_ops(["rotate"])
+
+
+def test_labelled_subset_is_seeded_nested_and_disjoint_from_the_withheld_part():
+    from semipkd.data.splits import labelled_subset
+
+    kept, withheld = labelled_subset(500, 100, seed=3)
+    assert len(kept) == 100 and len(withheld) == 400
+    assert set(kept).isdisjoint(withheld) and sorted(set(kept) | set(withheld)) == list(range(500))
+    assert np.array_equal(kept, np.sort(np.random.RandomState(3).permutation(500)[:100]))
+    k2, _ = labelled_subset(500, 100, seed=3)
+    assert np.array_equal(k2, kept)  # seeded
+    assert not np.array_equal(labelled_subset(500, 100, seed=4)[0], kept)
+    k250, _ = labelled_subset(500, 250, seed=3)
+    assert set(kept) <= set(k250)  # a larger subset with the same seed contains the smaller
+    assert np.array_equal(labelled_subset(500, 0.5, seed=3)[0], k250)  # a fraction: 250 of 500
+    with pytest.raises(ValueError, match="501 images asked for"):
+        labelled_subset(500, 501, seed=0)
+    with pytest.raises(ValueError, match="whole number"):
+        labelled_subset(500, 10.5, seed=0)
+
+
+def test_withheld_labelled_images_join_the_pool_and_their_labels_are_never_read(mit, tmp_path):
+    """The kept subset is written as the labelled train split; the withheld stimuli are appended to
+    the pool. Their density and fixation files are overwritten with garbage first: were any of
+    them read, prepare would raise (on_error: raise), as it does when a kept one is garbage."""
+    from semipkd.data import open_labelled_train
+    from semipkd.data.splits import labelled_subset
+    from semipkd.data.validate import read_image
+
+    full = open_benchmark("mit1003", mit, "train")
+    kept_set, withheld = open_labelled_train("mit1003", mit, subset=(4, 7), on_error="raise")
+    k, w = labelled_subset(len(full), 4, 7)
+    assert kept_set.names == [full.names[i] for i in k]
+    assert withheld.names == [f"mit1003/train/{full.names[i]}" for i in w]
+    for i in w:
+        for key in ("density", "fixations"):
+            full.files(i)[key].write_bytes(b"not a label file")
+    rows = prepare_benchmark("mit1003", mit, tmp_path / "p", input_size=IN, output_size=OUT, progress=False,
+                             subset=(4, 7))
+    meta = json.loads((tmp_path / "p" / "train" / "meta.json").read_text())
+    assert meta["names"] == kept_set.names and meta["count"] == 4
+    assert json.loads((tmp_path / "p" / "val" / "meta.json").read_text())["names"] == open_benchmark("mit1003", mit, "val").names
+    assert {r["name"] for r in rows if r["split"] == "train"} == set(kept_set.names)
+    write_pool(tmp_path / "pool", ["a", "b"], size=(9, 13))
+    prepare_unlabeled(tmp_path / "pool", tmp_path / "u", input_size=IN, progress=False, extra=withheld)
+    pool = PreparedImages(tmp_path / "u" / "all")
+    assert pool.names == ["a", "b"] + withheld.names
+    images = np.load(tmp_path / "u" / "all" / "images.npy")
+    for j, i in enumerate(w):
+        np.testing.assert_array_equal(images[2 + j], resize_image(read_image(full.files(i)["stimulus"])[0], IN))
+    # control: a garbage label of a kept image is read, and refused
+    full.files(int(k[0]))["density"].write_bytes(b"not a label file")
+    with pytest.raises(DataError):
+        prepare_benchmark("mit1003", mit, tmp_path / "p2", input_size=IN, output_size=OUT, progress=False,
+                          subset=(4, 7))

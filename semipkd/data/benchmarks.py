@@ -448,6 +448,19 @@ class BenchmarkSet(Sequence):
         self.skipped.append((str(file), reason))
         self._skipped_keys.append(name)
 
+    def subset(self, indices: Sequence[int]) -> "BenchmarkSet":
+        """The samples at ``indices`` (in that order) as a set of their own; the open-time skips
+        stay with it (they are files of the whole split)."""
+        entries = [self._entries[_check_index(i, len(self), f"{self.name}/{self.split}")] for i in indices]
+        return BenchmarkSet(self.name, self.root, self.split, self.layout, entries, self.skipped, self.sigma,
+                            self._skipped_keys, on_error=self._on_error)
+
+    def images_only(self, indices: Sequence[int], prefix: str = "") -> "UnlabeledSet":
+        """The stimuli at ``indices`` as an unlabeled pool: only the image files are ever read
+        (never a density map or a fixation file); names get ``prefix``."""
+        entries = [self._entries[_check_index(i, len(self), f"{self.name}/{self.split}")] for i in indices]
+        return UnlabeledSet(self.root, [(prefix + e.name, e.stimulus) for e in entries], [], self._on_error)
+
     def validate(self, *, on_error: str | None = None, progress: bool = True) -> list[dict]:
         """Decode and check every sample.
 
@@ -683,6 +696,14 @@ class UnlabeledSet(Sequence):
             rows.append(manifest_row(name, "all", height=image.shape[0], width=image.shape[1], reason="; ".join(notes)))
         self._entries = keep
         return rows
+
+    def __add__(self, other: "UnlabeledSet") -> "UnlabeledSet":
+        """This pool followed by ``other`` (e.g. withheld labelled images); names must stay unique."""
+        clash = set(self.names) & set(other.names)
+        if clash:
+            raise DataError(other.root, f"image names already in the pool {self.root}: {sorted(clash)[:3]}")
+        pool = UnlabeledSet(self.root, self._entries + other._entries, self.skipped + other.skipped, self._on_error)
+        return pool
 
     def __repr__(self) -> str:
         return f"UnlabeledSet({str(self.root)!r}, n={len(self)}, skipped={len(self.skipped)})"

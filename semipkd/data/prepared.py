@@ -39,6 +39,7 @@ from ..io import atomic_dir
 from .augment import augment_pair, augmentation_rng, photometric_ops
 from .benchmarks import BenchmarkSet, manifest_row, open_benchmark, open_unlabeled, sample_row
 from .resize import check_size, rescale_fixations, resize_density, resize_image
+from .splits import labelled_subset
 from .validate import DataError, check_on_error
 
 __all__ = [
@@ -212,8 +213,23 @@ def _log_counts(what: str, rows: Sequence[dict]) -> None:
         log.info("%s/%s: %d ok, %d skipped", what, split, c.get("ok", 0), c.get("skipped", 0))
 
 
+def open_labelled_train(name: str, root, *, subset: tuple[float, int] | None, on_error: str = "raise"):
+    """The train split of labelled set ``name`` and, with ``subset=(size, seed)``, the seeded
+    subset kept (:func:`semipkd.data.splits.labelled_subset`): ``(kept BenchmarkSet, withheld
+    UnlabeledSet or None)``. The withheld stimuli are an image pool named ``<name>/train/<image>``
+    whose label files are never read."""
+    train = open_benchmark(name, root, "train", on_error=on_error)
+    if subset is None:
+        return train, None
+    kept, withheld = labelled_subset(len(train), subset[0], subset[1])
+    log.info("%s/train: a labelled subset of %d of %d images (seed %d); %d withheld", name, len(kept), len(train),
+             subset[1], len(withheld))
+    return train.subset(kept), train.images_only(withheld, prefix=f"{name}/train/")
+
+
 def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, splits: Sequence[str] = ("train", "val"),
-                      on_error: str = "raise", num_workers: int = 0, progress: bool = True) -> list[dict]:
+                      on_error: str = "raise", num_workers: int = 0, progress: bool = True,
+                      subset: tuple[float, int] | None = None) -> list[dict]:
     """Validate every sample of a benchmark and write its prepared cache.
 
     Every requested split is opened (structure checked) before anything is decoded, then each
@@ -230,6 +246,8 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
         on_error: ``raise`` at the first bad sample, or ``skip`` it (logged, counted, listed).
         num_workers: decode in this many processes (0: in this process). Output is identical.
         progress: show a tqdm bar (quiet anyway when not on a terminal).
+        subset: ``(size, seed)``: keep only a seeded labelled subset of ``train``
+            (:func:`open_labelled_train`); the withheld images are not written here.
 
     Returns:
         manifest rows (``name, split, height, width, n_fixations, status, reason``), one per
@@ -244,7 +262,8 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"splits must be distinct and non-empty, got {splits!r}")
     out_dir = Path(out_dir)
-    sets = {sp: open_benchmark(name, root, sp, on_error=on_error) for sp in splits}
+    sets = {sp: open_benchmark(name, root, sp, on_error=on_error) if sp != "train" or subset is None
+            else open_labelled_train(name, root, subset=subset, on_error=on_error)[0] for sp in splits}
     rows: list[dict] = []
     reported: set[str] = set()
     with contextlib.ExitStack() as stack:
@@ -263,8 +282,11 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
 
 
 def prepare_unlabeled(root, out_dir, *, input_size, on_error: str = "raise", num_workers: int = 0,
-                      progress: bool = True) -> list[dict]:
+                      progress: bool = True, extra=None) -> list[dict]:
     """Validate every image of the unlabeled pool and write ``out_dir/all/{images.npy, meta.json}``.
+
+    ``extra``: more images appended after the pool's own (an ``UnlabeledSet``, e.g. the withheld
+    labelled images of :func:`open_labelled_train`).
 
     Same guarantees as :func:`prepare_benchmark` (atomic, streamed with flat memory,
     deterministic, tqdm progress). Rows have ``split`` = ``all`` and ``n_fixations`` = None.
@@ -272,6 +294,9 @@ def prepare_unlabeled(root, out_dir, *, input_size, on_error: str = "raise", num
     check_on_error(on_error)
     input_size = check_size(input_size, "input_size")
     pool = open_unlabeled(root, on_error=on_error)
+    if extra is not None:
+        log.info("unlabeled pool: %d images from %s plus %d withheld labelled images", len(pool), root, len(extra))
+        pool = pool + extra
     rows = pool.skipped_rows()
     with atomic_dir(Path(out_dir) / "all") as tmp:
         rows += _write_split(pool, tmp, kind="unlabeled", split="all", name="unlabeled", input_size=input_size,

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..names import DATASETS
 
-__all__ = ["BENCHMARK_NAMES", "PAPER_SPLITS", "SPLIT_SEED", "split_indices", "val_count"]
+__all__ = ["BENCHMARK_NAMES", "PAPER_SPLITS", "SPLIT_SEED", "labelled_subset", "split_indices", "val_count"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,25 @@ def split_indices(name: str, n: int, *, groups: Sequence[Hashable] | None = None
         train.append(idx_arr[order[: m - k]])
         val.append(idx_arr[order[m - k:]])
     return {"train": np.concatenate(train), "val": np.concatenate(val)}
+
+
+def labelled_subset(n: int, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded subset of ``n`` labelled training images: ``(kept, withheld)`` sorted indices.
+
+    ``size`` >= 1 is a count (a whole number), 0 < ``size`` < 1 a fraction (rounded half up,
+    at least 1). The subset is the first ``k`` of ``np.random.RandomState(seed).permutation(n)``,
+    so a larger subset with the same seed contains a smaller one. The two parts are disjoint and
+    together are ``range(n)``.
+    """
+    if size >= 1:
+        if size != int(size):
+            raise ValueError(f"labelled_subset: a count must be a whole number, got {size}")
+        k = int(size)
+    elif size > 0:
+        k = max(1, int(np.floor(n * size + 0.5)))
+    else:
+        raise ValueError(f"labelled_subset: must be > 0, got {size}")
+    if k > n:
+        raise ValueError(f"labelled_subset: {k} images asked for, the labelled train split holds {n}")
+    order = np.random.RandomState(seed).permutation(n)
+    return np.sort(order[:k]), np.sort(order[k:])
