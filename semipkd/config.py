@@ -139,10 +139,34 @@ class PrepareConfig:
     input_size: tuple[int, int]  # labelled set and unlabeled pool, into the network
     output_size: tuple[int, int]  # labelled set maps out of the network
     benchmark_size: tuple[int, int]  # fine-tuning benchmarks, in and out (384x384 in the paper)
+    # The teacher at its own resolution (both set, or both null = the students' sizes): it trains
+    # on the labelled set and labels the pool at these sizes; its maps are cached at the
+    # students' output size.
+    teacher_input_size: tuple[int, int] | None = None
+    teacher_output_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("input_size", "output_size", "benchmark_size"):
             _size(getattr(self, name), f"prepare.{name}")
+        if (self.teacher_input_size is None) != (self.teacher_output_size is None):
+            raise ConfigError("prepare.teacher_input_size / teacher_output_size: set both, or neither")
+        for name in ("teacher_input_size", "teacher_output_size"):
+            if getattr(self, name) is not None:
+                _size(getattr(self, name), f"prepare.{name}")
+
+    @property
+    def teacher_has_own_size(self) -> bool:
+        """Whether the teacher works at other sizes than the students (its own prepared caches)."""
+        return self.teacher_input_size is not None and (
+            tuple(self.teacher_input_size) != tuple(self.input_size)
+            or tuple(self.teacher_output_size) != tuple(self.output_size)
+        )
+
+    def teacher_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(input, output) size of the teacher: its own, or the students' labelled-set sizes."""
+        if self.teacher_input_size is None:
+            return self.input_size, self.output_size
+        return self.teacher_input_size, self.teacher_output_size
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,7 @@ def evaluate_benchmark(
     center_bias_sigma: float = 0.25,
     num_examples: int = 4,
     progress: bool = True,
+    input_sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> EvaluationResult:
     """Score every predictor on every sample with all eight metrics, under each protocol.
 
@@ -293,6 +294,8 @@ def evaluate_benchmark(
         protocols: subset of :data:`PROTOCOLS`.
         center_bias_sigma: ``sigma_frac`` of the center-bias baseline and of info gain's baseline.
         num_examples: images kept (evenly spaced over the split) for the figure grid.
+        input_sizes: per-predictor input sizes that replace ``input_size`` (e.g. a teacher
+            trained at its own resolution); every map is still scored at the same sizes.
 
     Returns:
         :class:`EvaluationResult`; ``scores`` is ``{predictor: {protocol: {metric: float}}}``.
@@ -306,6 +309,7 @@ def evaluate_benchmark(
             raise ValueError(f"protocols: unknown protocol {p!r}; known: {', '.join(PROTOCOLS)}")
     input_size = check_size(input_size, "input_size")
     output_size = check_size(output_size, "output_size")
+    sizes_in = {k: check_size((input_sizes or {}).get(k, input_size), f"input_sizes[{k}]") for k in predictors}
     device = torch.device(device)
     n = len(samples)
     if n == 0:
@@ -348,11 +352,12 @@ def evaluate_benchmark(
                         raise RuntimeError(f"samples changed order between passes: {names[i]!r} became {s.name!r}")
                     if not np.any(np.asarray(s.density) > 0):
                         raise ValueError(f"sample {s.name!r}: all-zero density; CC, KLD and SIM are undefined on it")
-                x = images_to_tensor([s.image for s in batch], input_size) if models else None
+                xs = {size: images_to_tensor([s.image for s in batch], size)
+                      for size in dict.fromkeys(sizes_in[k] for k in models)}
                 preds: dict[str, torch.Tensor | None] = {}
                 for k, p in predictors.items():
                     if isinstance(p, nn.Module):
-                        out = forward_maps(p, x, device)
+                        out = forward_maps(p, xs[sizes_in[k]], device)
                         if tuple(out.shape[-2:]) != output_size:
                             # A model without a settable output size: bring its maps to the
                             # protocol's size the benchmark way.

@@ -9,7 +9,8 @@ Cache format (``out_dir``)::
     shard_00000.npy ...  uint8 (n, h, w): q = round(255 * (map - lo) / (hi - lo)) per image
     range_00000.npy ...  float32 (n, 2): (lo, hi), each map's min and max at the stored size
     manifest.json        written last; its presence means the cache is complete:
-        {"version": 1, "teacher_sha256", "blur", "store_size": [h, w], "output_size": [H, W],
+        {"version": 2, "teacher_sha256", "blur", "target_size": [h, w] or null, "store_size": [h, w],
+         "output_size": [H, W] (the teacher's),
          "shard_size", "count", "images": {image-set fingerprint},
          "shards": [{"name", "sha256", "range_name", "range_sha256", "count"}, ...],
          "bytes_per_image", "encoding"}
@@ -50,6 +51,7 @@ Why this format:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -88,7 +90,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ENCODING = "map = lo + q / 255 * (hi - lo); q uint8 in shard_*.npy, (lo, hi) float32 in range_*.npy; bilinear to store_size"
 _SHARD_FMT = "shard_{:05d}.npy"
 _RANGE_FMT = "range_{:05d}.npy"
@@ -139,9 +141,16 @@ def dequantize_maps(q: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     return lo + q.astype(np.float32) * ((hi - lo) / np.float32(255.0))
 
 
+def _names_sha256(names: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
 def _image_set_fingerprint(images: Dataset) -> dict[str, Any]:
-    """What identifies the image set: its size and, for a prepared folder, its meta.json."""
+    """What identifies the image set: its size, its image names (when it has them) and, for a
+    prepared folder, its meta.json."""
     fp: dict[str, Any] = {"count": len(images)}
+    if hasattr(images, "names"):
+        fp["names_sha256"] = _names_sha256(list(images.names))
     for attr in ("path", "root", "folder"):
         folder = getattr(images, attr, None)
         if folder is not None and (Path(folder) / "meta.json").is_file():
@@ -151,11 +160,12 @@ def _image_set_fingerprint(images: Dataset) -> dict[str, Any]:
 
 
 def _header(teacher_sha256: str, store_size: Sequence[int], shard_size: int, images_fp: Mapping[str, Any],
-            blur: bool) -> dict[str, Any]:
+            blur: bool, target_size: Sequence[int] | None) -> dict[str, Any]:
     return {
         "version": FORMAT_VERSION,
         "teacher_sha256": teacher_sha256,
         "blur": bool(blur),
+        "target_size": None if target_size is None else [int(s) for s in target_size],
         "store_size": [int(s) for s in store_size],
         "shard_size": int(shard_size),
         "images": dict(images_fp),
@@ -197,6 +207,7 @@ def write_pseudo_labels(
     device: torch.device | str,
     num_workers: int = 0,
     blur: bool = True,
+    target_size: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run ``teacher`` once over ``images`` and cache its maps in ``out_dir`` (format above).
 
@@ -214,6 +225,9 @@ def write_pseudo_labels(
         blur: keep the teacher's eval-mode blur (the paper's code labels in eval mode, blur
             on); ``False`` stores the unblurred maps, so the student's targets are not blurred
             twice (once here, once by the student's own eval blur when it is scored).
+        target_size: the output size of the student the maps are for (recorded; a student of
+            another size is refused at load, see :class:`PseudoLabelCache`). The teacher may
+            work at its own resolution: its maps are resized to ``store_size`` either way.
 
     Returns ``{"count", "shards", "shards_reused", "shards_written", "store_size",
     "bytes_per_image", "images_per_s", "teacher_sha256"}``. A complete cache for the same
@@ -237,7 +251,7 @@ def write_pseudo_labels(
     device = torch.device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    header = _header(teacher_sha256, store_size, shard_size, _image_set_fingerprint(images), blur)
+    header = _header(teacher_sha256, store_size, shard_size, _image_set_fingerprint(images), blur, target_size)
     n_shards = -(-n // shard_size)
     names = [_SHARD_FMT.format(i) for i in range(n_shards)]
 
@@ -341,6 +355,7 @@ def _summary(manifest: Mapping[str, Any], *, reused: int, written: int, seconds:
         "images_per_s": images_done / seconds if seconds > 0 else 0.0,
         "teacher_sha256": manifest["teacher_sha256"],
         "blur": manifest["blur"],
+        "target_size": manifest["target_size"],
     }
 
 
@@ -389,12 +404,14 @@ class PseudoLabelCache:
     """Read access to a complete cache written by :func:`write_pseudo_labels`.
 
     ``cache[i]`` is the teacher's map of image ``i``: float32 (h, w) in [0, 1] at the stored size.
-    Opening checks the manifest against ``teacher_sha256`` (:class:`StaleCacheError`) and every
+    Opening checks the manifest against ``teacher_sha256`` and, when given, the student's output
+    ``target_size`` the cache was made for (:class:`StaleCacheError`), and every
     shard's shape and, with ``verify``, sha256 (:class:`CorruptCacheError`); errors name the
     file. Shards are memory-mapped lazily in each process (a DataLoader worker opens its own).
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, teacher_sha256: str, verify: bool = True) -> None:
+    def __init__(self, out_dir: str | os.PathLike, *, teacher_sha256: str, verify: bool = True,
+                 target_size: Sequence[int] | None = None) -> None:
         self.out_dir = Path(out_dir)
         manifest_path = self.out_dir / MANIFEST
         manifest = _read_json(manifest_path) if manifest_path.is_file() else None
@@ -410,6 +427,12 @@ class PseudoLabelCache:
             raise StaleCacheError(
                 f"{manifest_path}: pseudo-labels were made by teacher sha256 {manifest.get('teacher_sha256')}, "
                 f"but the teacher is now {teacher_sha256}; rerun the pseudolabel stage"
+            )
+        bound = manifest.get("target_size")
+        if target_size is not None and bound is not None and list(bound) != [int(v) for v in target_size]:
+            raise StaleCacheError(
+                f"{manifest_path}: pseudo-labels were made for a student with {bound[0]}x{bound[1]} output, "
+                f"this student's is {target_size[0]}x{target_size[1]}; rerun the pseudolabel stage"
             )
         self.manifest = manifest
         self.store_size: tuple[int, int] = tuple(int(s) for s in manifest["store_size"])  # type: ignore[assignment]
@@ -501,6 +524,13 @@ class PseudoDataset(Dataset):
             raise ValueError(
                 f"{images_path} holds {len(self.images)} images but the pseudo-label cache {cache.out_dir} "
                 f"holds {len(cache)} maps; rerun the pseudolabel stage"
+            )
+        labelled_names = cache.manifest.get("images", {}).get("names_sha256")
+        if labelled_names is not None and labelled_names != _names_sha256(self.images.names):
+            # The teacher may have labelled its own-resolution copy of the pool: same images, same order.
+            raise StaleCacheError(
+                f"{images_path}: not the images the pseudo-label cache {cache.out_dir} was made from "
+                "(names or order differ); rerun prepare and pseudolabel"
             )
         self.cache = cache
         self.output_size = (int(output_size[0]), int(output_size[1]))

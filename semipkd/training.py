@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import PreparedDataset
+from .data import PREPARED, PreparedDataset
 from .engine import fit
 from .io import sha256_file
 from .pseudolabel import PseudoDataset, PseudoLabelCache
@@ -56,16 +56,18 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def pseudo_pool(output_size, augment, *, seed: int, teacher: Path = Path("models/teacher.pt"),
-                cache: Path = Path("data/pseudo"), images: Path = Path("data/prepared/unlabeled/all")) -> PseudoDataset:
+def pseudo_pool(output_size, augment, *, seed: int, bound_size=None, teacher: Path = Path("models/teacher.pt"),
+                cache: Path = Path("data/pseudo"), images: Path = PREPARED / "unlabeled" / "all") -> PseudoDataset:
     """The unlabeled pool with the trained teacher's cached maps, for a pseudo-label pass.
 
-    The cache is checked against ``teacher`` (its sha256): maps of another teacher are refused.
-    Targets are resized to ``output_size`` (the student's output: the labelled set's when
+    The cache is checked against ``teacher`` (its sha256): maps of another teacher are refused;
+    with ``bound_size`` (the distilled student's output size) a cache made for another student
+    size is refused too. Targets are resized to ``output_size`` (the labelled set's when
     distilling, the benchmark's when fine-tuning); images are augmented as ``augment`` says.
     """
     teacher = require_file(teacher, "run the train_teacher stage first")
-    labels = PseudoLabelCache(require_file(cache, "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher))
+    labels = PseudoLabelCache(require_file(cache, "run the pseudolabel stage first"), teacher_sha256=sha256_file(teacher),
+                              target_size=bound_size)
     return PseudoDataset(
         require_file(images, "run the prepare stage first"),
         labels,

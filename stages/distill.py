@@ -22,7 +22,8 @@ def run(params: Params, item: str | None) -> None:
     device = select_device(params.device)
     pseudo = None
     if item is None:
-        pseudo = pseudo_pool(params.prepare.output_size, params.distill.pseudo_augment, seed=params.seed)
+        pseudo = pseudo_pool(params.prepare.output_size, params.distill.pseudo_augment, seed=params.seed,
+                             bound_size=params.prepare.output_size)
     s = params.student
     model = build_model(
         s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights

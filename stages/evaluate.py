@@ -71,6 +71,9 @@ def run(params: Params, item: str | None) -> None:
         batch_size=params.evaluate.batch_size,
         center_bias_sigma=params.evaluate.center_bias_sigma,
         num_examples=params.evaluate.num_figures,
+        # A teacher at its own resolution sees the labelled set's images at its input size.
+        input_sizes={TEACHER: params.prepare.teacher_sizes()[0]}
+        if params.prepare.teacher_has_own_size and name == params.data.labelled else None,
     )
     atomic_write_json(out / f"{name}.json", result.scores)
     write_per_image_csv(out / "per_image" / f"{name}.csv", result)

@@ -17,14 +17,13 @@ import shutil
 from pathlib import Path
 
 from semipkd.config import Params
-from semipkd.data import open_labelled_train, prepare_benchmark, prepare_unlabeled
+from semipkd.data import PREPARED, open_labelled_train, prepare_benchmark, prepare_unlabeled
 from semipkd.data.synthetic import generate
 from semipkd.io import atomic_write_json, atomic_write_text
 from semipkd.stage import stage_main
 
 log = logging.getLogger("prepare")
 
-PREPARED = Path("data/prepared")
 REPORTS = Path("reports/prepare")
 
 
@@ -69,6 +68,20 @@ def run(params: Params, _item: str | None) -> None:
             num_workers=data.num_workers, subset=subset if name == data.labelled else None,
         ):
             rows.append({"dataset": name, **row})
+    if params.prepare.teacher_has_own_size:
+        t_in, t_out = params.prepare.teacher_sizes()
+        teacher_dir = PREPARED / "teacher"
+        log.info("preparing %s and the pool for the teacher at %s in, %s out (%s)", data.labelled, t_in, t_out, teacher_dir)
+        prepare_benchmark(
+            data.labelled, data.folder(data.labelled), teacher_dir / data.labelled,
+            input_size=t_in, output_size=t_out, on_error=data.on_error, num_workers=data.num_workers, subset=subset,
+        )
+        prepare_unlabeled(
+            data.folder("unlabeled"), teacher_dir / "unlabeled", input_size=t_in, on_error=data.on_error,
+            num_workers=data.num_workers, extra=withheld,
+        )
+    elif (PREPARED / "teacher").exists():
+        shutil.rmtree(PREPARED / "teacher")
     log.info("preparing the unlabeled pool from %s", data.folder("unlabeled"))
     for row in prepare_unlabeled(
         data.folder("unlabeled"), PREPARED / "unlabeled",

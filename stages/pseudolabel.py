@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from semipkd.config import Params
-from semipkd.data import PreparedImages
+from semipkd.data import PreparedImages, prepared_root
 from semipkd.io import atomic_write_json, sha256_file
 from semipkd.models import load_model
 from semipkd.pseudolabel import write_pseudo_labels
@@ -30,7 +30,9 @@ def run(params: Params, _item: str | None) -> None:
     device = select_device(params.device)
     teacher_path = require_file("models/teacher.pt", "run the train_teacher stage first")
     teacher = load_model(teacher_path).to(device).eval()
-    images = PreparedImages(require_file("data/prepared/unlabeled/all", "run the prepare stage first"))
+    # The teacher labels the pool at its own input size; the maps are for the students' output size.
+    images = PreparedImages(require_file(prepared_root(params.prepare, teacher=True) / "unlabeled" / "all",
+                                         "run the prepare stage first"))
     start = time.perf_counter()
     summary = write_pseudo_labels(
         teacher,
@@ -42,6 +44,7 @@ def run(params: Params, _item: str | None) -> None:
         shard_size=params.pseudolabel.shard_size,
         device=device,
         blur=params.pseudolabel.blur,
+        target_size=params.prepare.output_size,
     )
     run_log = {k: summary[k] for k in RUN_KEYS if k in summary}
     run_log["seconds"] = time.perf_counter() - start

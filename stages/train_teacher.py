@@ -1,11 +1,13 @@
 """DVC stage `train_teacher`: the teacher learns fixation density on the labelled set
-(SALICON in the paper) -> models/teacher.pt, per-epoch history under reports/train_teacher/."""
+(SALICON in the paper) -> models/teacher.pt, per-epoch history under reports/train_teacher/.
+At its own resolution (prepare.teacher_input_size) it reads data/prepared/teacher/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from semipkd.config import Params
+from semipkd.data import prepared_root
 from semipkd.models import build_model
 from semipkd.runtime import select_device
 from semipkd.stage import stage_main
@@ -16,12 +18,11 @@ def run(params: Params, _item: str | None) -> None:
     """Train the teacher."""
     device = select_device(params.device)
     t = params.teacher
-    model = build_model(
-        t.backbone, output_size=params.prepare.output_size, pretrained=t.pretrained, width=t.width, weights=t.weights
-    )
+    _, output_size = params.prepare.teacher_sizes()
+    model = build_model(t.backbone, output_size=output_size, pretrained=t.pretrained, width=t.width, weights=t.weights)
     train_labelled(
         model,
-        Path("data/prepared") / params.data.labelled,
+        prepared_root(params.prepare, teacher=True) / params.data.labelled,
         params.train_teacher,
         seed=params.seed,
         device=device,

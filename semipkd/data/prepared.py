@@ -103,6 +103,17 @@ def _write_meta(path: Path, meta: dict) -> None:
         os.fsync(fh.fileno())
 
 
+#: The prepared caches: ``prepare`` writes them, the training and labelling stages read them.
+PREPARED = Path("data/prepared")
+
+
+def prepared_root(prepare, *, teacher: bool = False) -> Path:
+    """Where the prepared labelled set and pool live: ``data/prepared``, or for a teacher at its
+    own resolution (``prepare.teacher_input_size``, a :class:`semipkd.config.PrepareConfig`)
+    ``data/prepared/teacher``."""
+    return PREPARED / "teacher" if teacher and prepare.teacher_has_own_size else PREPARED
+
+
 # -- per-sample work, run in the main process or in a pool of workers --------------------------
 
 _WORKER_STATE: dict = {}
