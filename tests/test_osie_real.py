@@ -158,3 +158,37 @@ def test_real_section_renders_the_committed_results() -> None:
             for proto in row["metrics"].values():
                 assert set(proto) == METRICS
     assert np.isfinite([r.get("wall_s") or 0.0 for r in res["rows"]]).all()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_every_preset_parses_and_the_study_settings_differ_from_setting_a_only_as_documented():
+    import yaml
+
+    from semipkd.config import load_params
+
+    presets = sorted((REPO / "params").glob("*.yaml"))
+    assert len(presets) >= 7
+    for path in presets:
+        load_params(path)
+    flat = {p.stem: _flat(yaml.safe_load(p.read_text())) for p in presets}
+    a = flat["claim_a"]
+
+    def diff(name):
+        return {k for k in set(a) | set(flat[name]) if a.get(k) != flat[name].get(k)}
+
+    assert diff("claim_b") == {"prepare.teacher_input_size", "prepare.teacher_output_size"}
+    assert flat["claim_b"]["prepare.teacher_input_size"] == [384, 384]
+    for n in (100, 250):
+        assert diff(f"claim_c{n}") == {"data.labelled_subset", "data.withheld_to_pool"}
+        assert flat[f"claim_c{n}"]["data.labelled_subset"] == n
+    # setting (a) is the osie_real preset but for selection on a holdout instead of the reported val
+    assert {k for k in diff("osie_real")} == {"train_teacher.select_on", "distill.select_on"}
