@@ -51,6 +51,13 @@ def test_dvc_repro_tiny_pipeline(tiny_pipeline) -> None:
             assert got["cc"] > base["cc"], (bench, protocol, got["cc"], base["cc"])
             assert got["nss"] > base["nss"], (bench, protocol, got["nss"], base["nss"])
 
+    # Fine-tuning gives the Semi-PKD student a pseudo pass from the teacher's cache, the
+    # labelled-only student none.
+    for bench in ("mit1003", "osie"):
+        semi = json.loads((work / f"reports/finetune/{bench}/student/metrics.json").read_text())
+        ablation = json.loads((work / f"reports/finetune/{bench}/student_no_pseudo/metrics.json").read_text())
+        assert semi["train"]["pseudo_loss"] > 0 and "pseudo_loss" not in ablation["train"], (semi, ablation)
+
     # The labelled set's own val: the students before fine-tuning, in the tables with the
     # published PKD rows beside them.
     res = json.loads((work / "reports/evaluate/labelled/salicon.json").read_text())

@@ -1,0 +1,93 @@
+"""How much of a pseudo-label target is the teacher's, under the raw and the normalized EMA mix.
+
+The paper's code mixes raw maps, ``ema + 0.5 * (teacher - ema)``. When the teacher's maps on the
+unlabeled pool are faint (a low peak) and the EMA prediction has a raised floor, the teacher
+contributes far less than half of the mixed map's mass; ``ema_mix_mode: normalized`` gives it
+exactly ``ema_mix``. This script measures both on a finished run's workspace:
+
+* the teacher's cached maps of the pool (``data/pseudo``, the pseudo targets before mixing);
+* a student's prediction on the same images (``models/student.pt``; with an EMA horizon of one
+  epoch the EMA follows the model closely, and the EMA itself is not kept after a run);
+* the teacher's own peak on the labelled set's val images, for comparison with the pool.
+
+Writes ``reports/benchmarks/ema_mix.json`` (medians and quartiles) and prints them.
+
+Usage: python benchmarks/ema_mix.py [--workspace DIR] [--mix 0.5] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from semipkd.config import load_params  # noqa: E402
+from semipkd.data import PreparedDataset, PreparedImages  # noqa: E402
+from semipkd.engine import mix_with_ema  # noqa: E402
+from semipkd.io import atomic_write_json, sha256_file  # noqa: E402
+from semipkd.models import load_model  # noqa: E402
+from semipkd.pseudolabel import PseudoLabelCache  # noqa: E402
+
+
+def _quartiles(x: np.ndarray) -> dict:
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": int(x.size)}
+
+
+@torch.inference_mode()
+def _predict(model, images: torch.Tensor, size, batch: int = 16) -> torch.Tensor:
+    model.output_size = tuple(size)
+    return torch.cat([model(images[i : i + batch]).float() for i in range(0, len(images), batch)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", default=".", help="a finished run's repo folder (params.yaml, models/, data/)")
+    ap.add_argument("--mix", type=float, default=None, help="ema_mix (default: distill.ema_mix of its params)")
+    ap.add_argument("--output", default=str(ROOT / "reports/benchmarks/ema_mix.json"))
+    args = ap.parse_args(argv)
+    ws = Path(args.workspace)
+    params = load_params(ws / "params.yaml")
+    mix = params.distill.ema_mix if args.mix is None else args.mix
+    torch.set_grad_enabled(False)
+    cache = PseudoLabelCache(ws / "data/pseudo", teacher_sha256=sha256_file(ws / "models/teacher.pt"))
+    pool = PreparedImages(ws / "data/prepared/unlabeled/all")
+    size = params.prepare.output_size
+    teacher_maps = torch.nn.functional.interpolate(
+        torch.from_numpy(np.stack([cache[i] for i in range(len(cache))]))[:, None], size=tuple(size), mode="bilinear",
+        align_corners=False)[:, 0].clamp(0, 1)
+    images = torch.stack([pool[i]["image"] for i in range(len(pool))])
+    student = load_model(ws / "models/student.pt").eval()
+    ema_proxy = _predict(student, images, size)
+    raw = mix_with_ema(teacher_maps, ema_proxy, mix, "raw")
+    share_raw = (mix * teacher_maps.sum(dim=(1, 2)) / raw.sum(dim=(1, 2))).numpy()
+    teacher = load_model(ws / "models/teacher.pt").eval()
+    val = PreparedDataset(ws / "data/prepared" / params.data.labelled / "val")
+    val_images = torch.stack([val[i]["image"] for i in range(len(val))])
+    t_in, _ = params.prepare.teacher_sizes()
+    if tuple(val_images.shape[-2:]) != tuple(t_in):
+        val_images = torch.nn.functional.interpolate(val_images, size=tuple(t_in), mode="bilinear", align_corners=False)
+    teacher_val = _predict(teacher, val_images, size)
+    out = {
+        "workspace_params": {"data.labelled": params.data.labelled, "prepare.output_size": list(size), "ema_mix": mix},
+        "teacher_peak_pool": _quartiles(teacher_maps.amax(dim=(1, 2)).numpy()),
+        "teacher_peak_labelled_val": _quartiles(teacher_val.amax(dim=(1, 2)).numpy()),
+        "ema_proxy_floor_pool": _quartiles(ema_proxy.amin(dim=(1, 2)).numpy()),
+        "teacher_mass_share_raw": _quartiles(share_raw),
+        "teacher_mass_share_normalized": mix,
+        "note": "EMA proxy = the final student (models/student.pt); the EMA itself is not kept after a run",
+    }
+    atomic_write_json(Path(args.output), out)
+    for k, v in out.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
