@@ -14,7 +14,7 @@ Every problem with an input file raises :class:`DataError` naming the file (or, 
 ``on_error="skip"``, skips and lists it) at open or prepare time.
 """
 
-from .augment import PHOTOMETRIC_OPS, augment_pair, augmentation_rng, photometric_augment, photometric_ops
+from .augment import PHOTOMETRIC_OPS, augment_pair, augmentation_rng, photometric_ops
 from .benchmarks import (
     DENSITY_SIGMA_PX,
     SPLITS,
@@ -72,6 +72,5 @@ __all__ = [
     "PreparedImages",
     "augment_pair",
     "augmentation_rng",
-    "photometric_augment",
     "photometric_ops",
 ]

@@ -35,7 +35,6 @@ __all__ = [
     "augmentation_rng",
     "color_jitter",
     "trivial_augment_photometric",
-    "photometric_augment",
     "augment_pair",
 ]
 
@@ -160,11 +159,6 @@ def trivial_augment_photometric(image: torch.Tensor, rng: np.random.Generator, *
     raise ValueError(f"unknown photometric op {name!r}; known: {', '.join(PHOTOMETRIC_OPS)}")
 
 
-def photometric_augment(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Colour jitter then one photometric TrivialAugmentWide op: uint8 (3, H, W) -> uint8 (3, H, W)."""
-    return trivial_augment_photometric(color_jitter(image, rng), rng)
-
-
 def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hflip: bool,
                  photometric: bool | Sequence[str], rng: np.random.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Augment an input image and the maps that go with it, consistently.
@@ -178,7 +172,7 @@ def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hfli
             fixations, a cached pseudo-label. Flipped with the image; never changed otherwise.
         hflip: flip image and maps left-right with probability 1/2.
         photometric: the photometric augmentations of the image (:func:`photometric_ops`):
-            ``True`` = ColorJitter then one TrivialAugmentWide op (:func:`photometric_augment`).
+            ``True`` = ColorJitter then one TrivialAugmentWide op.
         rng: e.g. ``augmentation_rng(seed, epoch, index)``; may be None when both are off.
 
     Returns:
