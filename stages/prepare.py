@@ -53,9 +53,13 @@ def run(params: Params, _item: str | None) -> None:
 
     rows: list[dict] = []
     subset = None if data.labelled_subset is None else (data.labelled_subset, data.subset_seed)
-    withheld = None
-    if subset is not None and data.withheld_to_pool:
-        _, withheld = open_labelled_train(data.labelled, data.folder(data.labelled), subset=subset, on_error=data.on_error)
+    # The labelled train split is opened once (for OSIE that reads fixations.mat) and shared by the
+    # students' and the teacher's prepared copies and the pool.
+    kept = withheld = None
+    if subset is not None:
+        kept, withheld = open_labelled_train(data.labelled, data.folder(data.labelled), subset=subset, on_error=data.on_error)
+        if not data.withheld_to_pool:
+            withheld = None
     for name in names:
         if name == data.labelled:
             in_size, out_size = params.prepare.input_size, params.prepare.output_size
@@ -65,7 +69,7 @@ def run(params: Params, _item: str | None) -> None:
         for row in prepare_benchmark(
             name, data.folder(name), PREPARED / name,
             input_size=in_size, output_size=out_size, on_error=data.on_error,
-            num_workers=data.num_workers, subset=subset if name == data.labelled else None,
+            num_workers=data.num_workers, train=kept if name == data.labelled else None,
         ):
             rows.append({"dataset": name, **row})
     if params.prepare.teacher_has_own_size:
@@ -74,7 +78,7 @@ def run(params: Params, _item: str | None) -> None:
         log.info("preparing %s and the pool for the teacher at %s in, %s out (%s)", data.labelled, t_in, t_out, teacher_dir)
         prepare_benchmark(
             data.labelled, data.folder(data.labelled), teacher_dir / data.labelled,
-            input_size=t_in, output_size=t_out, on_error=data.on_error, num_workers=data.num_workers, subset=subset,
+            input_size=t_in, output_size=t_out, on_error=data.on_error, num_workers=data.num_workers, train=kept,
         )
         prepare_unlabeled(
             data.folder("unlabeled"), teacher_dir / "unlabeled", input_size=t_in, on_error=data.on_error,

@@ -320,7 +320,7 @@ def test_withheld_labelled_images_join_the_pool_and_their_labels_are_never_read(
         for key in ("density", "fixations"):
             full.files(i)[key].write_bytes(b"not a label file")
     rows = prepare_benchmark("mit1003", mit, tmp_path / "p", input_size=IN, output_size=OUT, progress=False,
-                             subset=(4, 7))
+                             train=kept_set)
     meta = json.loads((tmp_path / "p" / "train" / "meta.json").read_text())
     assert meta["names"] == kept_set.names and meta["count"] == 4
     assert json.loads((tmp_path / "p" / "val" / "meta.json").read_text())["names"] == open_benchmark("mit1003", mit, "val").names
@@ -336,4 +336,7 @@ def test_withheld_labelled_images_join_the_pool_and_their_labels_are_never_read(
     full.files(int(k[0]))["density"].write_bytes(b"not a label file")
     with pytest.raises(DataError):
         prepare_benchmark("mit1003", mit, tmp_path / "p2", input_size=IN, output_size=OUT, progress=False,
-                          subset=(4, 7))
+                          train=kept_set)
+    with pytest.raises(ValueError, match="train set was given"):
+        prepare_benchmark("mit1003", mit, tmp_path / "p3", input_size=IN, output_size=OUT, progress=False,
+                          splits=("val",), train=kept_set)

@@ -34,11 +34,14 @@ def test_teacher_at_its_own_resolution_labels_for_the_students_size(tmp_path):
     root = tmp_path / "repo"
     env = make_copy(root, params)
 
-    def stage(*args: str) -> None:
+    def stage(*args: str) -> str:
         proc = subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
 
-    stage("stages/prepare.py")
+    log = stage("stages/prepare.py")
+    # the labelled train split is opened once, for both prepared copies and the pool
+    assert log.count("salicon/train: a labelled subset of 8 of 12 images (seed 1); 4 withheld") == 1, log[-3000:]
     meta = lambda rel: json.loads((root / "data/prepared" / rel / "meta.json").read_text())  # noqa: E731
     student_train, teacher_train = meta("salicon/train"), meta("teacher/salicon/train")
     assert student_train["count"] == teacher_train["count"] == 8  # the subset, for teacher and students alike

@@ -240,7 +240,7 @@ def open_labelled_train(name: str, root, *, subset: tuple[float, int] | None, on
 
 def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, splits: Sequence[str] = ("train", "val"),
                       on_error: str = "raise", num_workers: int = 0, progress: bool = True,
-                      subset: tuple[float, int] | None = None) -> list[dict]:
+                      train=None) -> list[dict]:
     """Validate every sample of a benchmark and write its prepared cache.
 
     Every requested split is opened (structure checked) before anything is decoded, then each
@@ -257,8 +257,9 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
         on_error: ``raise`` at the first bad sample, or ``skip`` it (logged, counted, listed).
         num_workers: decode in this many processes (0: in this process). Output is identical.
         progress: show a tqdm bar (quiet anyway when not on a terminal).
-        subset: ``(size, seed)``: keep only a seeded labelled subset of ``train``
-            (:func:`open_labelled_train`); the withheld images are not written here.
+        train: an already opened ``train`` split to write instead of opening it, e.g. the kept
+            labelled subset of :func:`open_labelled_train` (opened once by the caller and shared by
+            every prepared copy; the withheld images are not written here).
 
     Returns:
         manifest rows (``name, split, height, width, n_fixations, status, reason``), one per
@@ -273,8 +274,10 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"splits must be distinct and non-empty, got {splits!r}")
     out_dir = Path(out_dir)
-    sets = {sp: open_benchmark(name, root, sp, on_error=on_error) if sp != "train" or subset is None
-            else open_labelled_train(name, root, subset=subset, on_error=on_error)[0] for sp in splits}
+    if train is not None and "train" not in splits:
+        raise ValueError(f"prepare_benchmark: a train set was given but splits are {splits!r}")
+    sets = {sp: train if sp == "train" and train is not None else open_benchmark(name, root, sp, on_error=on_error)
+            for sp in splits}
     rows: list[dict] = []
     reported: set[str] = set()
     with contextlib.ExitStack() as stack:
