@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import _checkout  # noqa: F401,I001  (this checkout's semipkd, also in a queued experiment's copy)
 from semipkd.config import Params
 from semipkd.data import open_benchmark
 from semipkd.evaluate import evaluate_benchmark, write_per_image_csv

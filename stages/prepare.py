@@ -16,6 +16,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import _checkout  # noqa: F401,I001  (this checkout's semipkd, also in a queued experiment's copy)
 from semipkd.config import Params
 from semipkd.data import PREPARED, open_labelled_train, prepare_benchmark, prepare_unlabeled
 from semipkd.data.synthetic import generate

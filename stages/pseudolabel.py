@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401,I001  (this checkout's semipkd, also in a queued experiment's copy)
 from semipkd.config import Params
 from semipkd.data import PreparedImages, prepared_root
 from semipkd.io import atomic_write_json, sha256_file

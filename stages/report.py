@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import _checkout  # noqa: F401,I001  (this checkout's semipkd, also in a queued experiment's copy)
 from semipkd.config import Params
 from semipkd.models import count_macs, count_params, load_model
 from semipkd.report import (

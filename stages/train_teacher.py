@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _checkout  # noqa: F401,I001  (this checkout's semipkd, also in a queued experiment's copy)
 from semipkd.config import Params
 from semipkd.data import prepared_root
 from semipkd.models import build_model

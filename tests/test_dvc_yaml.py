@@ -136,3 +136,49 @@ def test_synthetic_root_is_where_prepare_writes_and_what_dvc_declares(tmp_path):
                    capture_output=True, text=True)
     assert (tmp_path / "repo/data/generated/salicon").is_dir()
     assert not (tmp_path / "repo/data/synthetic").exists()
+
+
+STAGE_SCRIPTS = sorted(p for p in (REPO / "stages").glob("*.py") if p.name != "_checkout.py")
+
+
+@pytest.mark.parametrize("script", STAGE_SCRIPTS, ids=lambda p: p.name)
+def test_stage_imports_its_own_checkout_before_semipkd(script):
+    """A queued experiment runs the code it was queued with: `_checkout` comes before any
+    semipkd import, and each stage using the script lists `stages/_checkout.py` as a dep."""
+    tree = ast.parse(script.read_text())
+    order = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            order += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            order.append(node.module)
+    first_pkg = next(i for i, m in enumerate(order) if m == PACKAGE or m.startswith(PACKAGE + "."))
+    assert "_checkout" in order[:first_pkg], f"{script.name}: import _checkout before semipkd"
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    rel = f"stages/{script.name}"
+    using = [name for name, st in stages.items() if rel in (st.get("do", st).get("cmd") or "")]
+    assert using, f"no stage runs {rel}"
+    for name in using:
+        deps = stages[name].get("do", stages[name])["deps"]
+        assert "stages/_checkout.py" in deps, f"stage {name}: stages/_checkout.py missing from deps"
+
+
+def test_a_copy_of_the_repo_imports_its_own_package_not_the_installed_one(tmp_path):
+    """What a queued DVC experiment is: a copy of the repo run with the project's interpreter,
+    where `semipkd` is installed (editable) from the workspace. With `_checkout` the copy's
+    package is imported; without it (the control) the installed one is."""
+    copy = tmp_path / "exp"
+    (copy / "stages").mkdir(parents=True)
+    (copy / PACKAGE).mkdir()
+    (copy / PACKAGE / "__init__.py").write_text("")
+    (copy / "stages" / "_checkout.py").write_text((REPO / "stages" / "_checkout.py").read_text())
+    probe = "import semipkd, pathlib; print(pathlib.Path(semipkd.__file__).resolve().parent)\n"
+    (copy / "stages" / "with.py").write_text("import _checkout  # noqa\n" + probe)
+    (copy / "stages" / "without.py").write_text(probe)
+    installed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    if installed.returncode != 0:
+        pytest.skip("semipkd is not installed in this interpreter: nothing to shadow")
+    run = lambda name: subprocess.run([sys.executable, f"stages/{name}"], cwd=copy, capture_output=True,  # noqa: E731
+                                      text=True, check=True).stdout.strip()
+    assert run("with.py") == str((copy / PACKAGE).resolve())
+    assert run("without.py") == installed.stdout.strip() != str((copy / PACKAGE).resolve())
