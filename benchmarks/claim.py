@@ -8,11 +8,15 @@ identified by its full params, not by experiment names:
     dvc queue start                               # wait until `dvc queue status` shows them done
     python benchmarks/claim.py --setting osie-192 --benchmark osie --description "..."
 
-The collector runs ``dvc exp show --json`` (or reads ``--exp-show FILE``) and takes every
+The collector runs ``dvc exp show --json -A`` (or reads ``--exp-show FILE``) and takes every
 experiment that ran to the end (not the workspace or baseline-commit rows, not queued, running
 or failed ones) whose params.yaml params, flattened to dotted keys, equal the workspace's (the
 ``workspace`` row of the same output, that is the current params.yaml) in everything but
-``seed``. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
+``seed``. Params are compared as the code reads them (:func:`semipkd.config.parse_params`, so a
+key one file omits and another sets to its default is the same setting, as when a params file
+predates a new key); a file the current code refuses is compared as written. Experiments of
+every baseline commit count: the collector runs ``dvc exp show --json -A`` (all commits), so a
+study whose seeds ran on different commits is collected whole. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
 
 It refuses (exit status 2, naming what is wrong) when two experiments of the setting share a
 seed with different metrics, when fewer than 2 seeds are found, when fewer than 2 seeds have
@@ -33,6 +37,7 @@ it into reports/tables.md and reports/figures/claim.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import subprocess
@@ -45,6 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from semipkd.config import ConfigError, parse_params  # noqa: E402
 from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
@@ -85,9 +91,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def resolved(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Flattened params as the code reads them (defaults filled in, values normalised), or as
+    written when the current code refuses them."""
+    try:
+        full = _plain(parse_params(params))
+    except ConfigError:
+        return flatten(params)
+    return flatten(full)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed config as JSON-like data: dataclasses and mappings -> dicts, tuples -> lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def run_exp_show(cwd: Path | None = None) -> list[dict]:
-    """The output of ``dvc exp show --json`` run in ``cwd`` (the current folder by default)."""
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
+    """The output of ``dvc exp show --json -A`` run in ``cwd`` (the current folder by default)."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ClaimError(f"`dvc exp show --json` failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -107,7 +134,7 @@ def workspace_params(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             params = _params_of(row)
             if params is None:
                 raise ClaimError(f"dvc exp show: the workspace row has no {PARAMS_FILE} params")
-            flat = flatten(params)
+            flat = resolved(params)
             if SEED not in flat:
                 raise ClaimError(f"{PARAMS_FILE} has no {SEED!r}; a seeded study varies it")
             return flat
@@ -134,7 +161,7 @@ def iter_experiments(rows: Sequence[Mapping[str, Any]]) -> Iterator[dict[str, An
                     "baseline": row.get("rev"),
                     "state": executor.get("state", DONE),
                     "error": (state.get("error") or {}).get("msg"),
-                    "params": None if params is None else flatten(params),
+                    "params": None if params is None else resolved(params),
                     "metrics": (state.get("data") or {}).get("metrics") or {},
                 }
 

@@ -13,6 +13,7 @@ import copy
 import importlib.util
 import json
 import statistics
+import sys
 
 import matplotlib.image as mpimg
 import pytest
@@ -27,6 +28,10 @@ GRID = {1: "taped-soke", 2: "bland-rugs", 3: "liege-bunk"}
 
 
 def _load(name: str, path: str):
+    """Import a script as its own run would: its folder first on sys.path (stages/_checkout)."""
+    folder = str((REPO / path).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, REPO / path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -180,6 +185,39 @@ def test_only_the_workspace_setting_is_taken(tmp_path, rows):
     rc, out = _run(tmp_path, rows, "epochs3")
     s = json.loads(out.read_text())["settings"]["epochs3"]
     assert rc == 0 and [e["name"] for e in s["experiments"]] == ["epochs3", "queued1"]
+
+
+def test_settings_compare_as_the_code_reads_them_across_commits(tmp_path, rows):
+    """With semipkd's own params, a key one file omits and another sets to its default is one
+    setting (a params file that predates the key), a non-default value is another; a seed run
+    on another baseline commit (its own row of `dvc exp show -A`) is collected with the rest."""
+    import yaml
+
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert full["prepare"]["teacher_input_size"] is None  # the default the old files omit
+    old = copy.deepcopy(full)
+    del old["prepare"]["teacher_input_size"], old["prepare"]["teacher_output_size"]
+    rows[0]["data"]["params"]["params.yaml"]["data"] = copy.deepcopy(full)
+    for seed, name in GRID.items():
+        _params(_exp(rows, name)["revs"][0]).clear()
+        _params(_exp(rows, name)["revs"][0]).update(copy.deepcopy(old), seed=seed)
+    other = _add_copy(rows, "liege-bunk", "teacher64", 4, "c")
+    _params(other["revs"][0])["prepare"].update(teacher_input_size=[64, 64], teacher_output_size=[64, 64])
+    # seed 3 ran on another commit: its own baseline row
+    later = copy.deepcopy(rows[1])
+    later["rev"] = "f" * 40
+    later["experiments"] = [e for e in later["experiments"] if e["name"] == "liege-bunk"]
+    rows[1]["experiments"] = [e for e in rows[1]["experiments"] if e["name"] != "liege-bunk"]
+    rows.append(later)
+    _, runs, notes = claim.select_setting(rows, "osie")
+    assert [r["name"] for r in runs] == ["taped-soke", "bland-rugs", "liege-bunk"]
+    assert [r["seed"] for r in runs] == [1, 2, 3]
+    # the resolved params fill what the file omits, with the config's own values
+    assert claim.resolved(old)["prepare.teacher_input_size"] is None
+    assert claim.resolved(old)["train_teacher.ema_mix_mode"] == full["train_teacher"]["ema_mix_mode"]
+    # control: compared as written, the old files would not be the workspace's setting
+    assert claim.params_diff(claim.flatten(old), claim.flatten(full)) == {
+        "prepare.teacher_input_size": ["(absent)", None], "prepare.teacher_output_size": ["(absent)", None]}
 
 
 def test_queued_and_failed_experiments_of_the_setting_are_left_out(tmp_path, rows):
