@@ -8,7 +8,12 @@ exactly ``ema_mix``. This script measures both on a finished run's workspace:
 * the teacher's cached maps of the pool (``data/pseudo``, the pseudo targets before mixing);
 * a student's prediction on the same images (``models/student.pt``; with an EMA horizon of one
   epoch the EMA follows the model closely, and the EMA itself is not kept after a run);
-* the teacher's own peak on the labelled set's val images, for comparison with the pool.
+* the teacher's own peak on the labelled set's val images, for comparison with the pool;
+* where the students' floor of 0.5 comes from: the share of each val map's decoder pixels whose
+  last features (``decoder.refine``, a ReLU) are all exactly 0. The head is a bias-free 3x3
+  convolution before the sigmoid (as in the paper code's decoder), so such a pixel (and its
+  3x3 neighbourhood) outputs sigmoid(0) = 0.5 exactly and passes no gradient back: a floor
+  the loss cannot lower, whatever the EMA mix.
 
 Writes ``reports/benchmarks/ema_mix.json`` (medians and quartiles) and prints them.
 
@@ -46,6 +51,20 @@ def _predict(model, images: torch.Tensor, size, batch: int = 16) -> torch.Tensor
     return torch.cat([model(images[i : i + batch]).float() for i in range(0, len(images), batch)])
 
 
+def dead_head_share(model, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Per image, the share of decoder pixels whose ``refine`` features are all exactly 0 (so the
+    bias-free head's logit there is 0 once its 3x3 neighbours are dead too)."""
+    shares = []
+    handle = model.decoder.refine.register_forward_hook(
+        lambda mod, inp, out: shares.append((out.abs().amax(dim=1) == 0).flatten(1).float().mean(dim=1)))
+    try:
+        for i in range(0, len(images), batch):
+            model(images[i : i + batch])
+    finally:
+        handle.remove()
+    return torch.cat(shares)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workspace", default=".", help="a finished run's repo folder (params.yaml, models/, data/)")
@@ -69,11 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     share_raw = (mix * teacher_maps.sum(dim=(1, 2)) / raw.sum(dim=(1, 2))).numpy()
     teacher = load_model(ws / "models/teacher.pt").eval()
     val = PreparedDataset(ws / "data/prepared" / params.data.labelled / "val")
-    val_images = torch.stack([val[i]["image"] for i in range(len(val))])
+    val_images = val_images_student = torch.stack([val[i]["image"] for i in range(len(val))])
     t_in, _ = params.prepare.teacher_sizes()
     if tuple(val_images.shape[-2:]) != tuple(t_in):
         val_images = torch.nn.functional.interpolate(val_images, size=tuple(t_in), mode="bilinear", align_corners=False)
     teacher_val = _predict(teacher, val_images, size)
+    dead = {}
+    for name in ("student", "student_no_pseudo"):
+        if (ws / "models" / f"{name}.pt").is_file():
+            model = load_model(ws / "models" / f"{name}.pt").eval()
+            dead[name] = _quartiles(dead_head_share(model, val_images_student).numpy())
     out = {
         "workspace_params": {"data.labelled": params.data.labelled, "prepare.output_size": list(size), "ema_mix": mix},
         "teacher_peak_pool": _quartiles(teacher_maps.amax(dim=(1, 2)).numpy()),
@@ -81,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "ema_proxy_floor_pool": _quartiles(ema_proxy.amin(dim=(1, 2)).numpy()),
         "teacher_mass_share_raw": _quartiles(share_raw),
         "teacher_mass_share_normalized": mix,
+        "students_dead_decoder_pixel_share_val": dead,
         "note": "EMA proxy = the final student (models/student.pt); the EMA itself is not kept after a run",
     }
     atomic_write_json(Path(args.output), out)

@@ -9,6 +9,7 @@ the blur, ImageNet classes of a real photo for the weights.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -400,3 +401,27 @@ def test_profile_reports_costs(capsys, monkeypatch):
                       "--no-optimized"]) == 0
     out = capsys.readouterr().out
     assert "eeea_c2" in out and "4,510,952" in out
+
+
+def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
+    """benchmarks/ema_mix.py counts decoder pixels whose ReLU features are all 0: there the
+    bias-free head outputs sigmoid(0) = 0.5 exactly. Known answers: refine weights all negative on
+    a non-negative input -> every pixel dead and every output 0.5; all positive -> none dead."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ema_mix_bench", Path(__file__).resolve().parents[1] / "benchmarks/ema_mix.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = build_model("mobilenet_v2", pretrained=False, output_size=(32, 32)).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        conv = model.decoder.refine[0]
+        conv.weight.copy_(-conv.weight.abs() - 1e-3)
+        model.decoder.refine.register_forward_pre_hook(lambda mod, inp: (inp[0].abs(),))  # non-negative input
+        model.decoder.blur.enabled = False
+        share = bench.dead_head_share(model, images)
+        assert torch.equal(share, torch.ones(2))
+        assert torch.all(model(images) == 0.5)
+        conv.weight.copy_(conv.weight.abs() + 1e-3)
+        assert torch.equal(bench.dead_head_share(model, images), torch.zeros(2))
+        assert torch.all(model(images) != 0.5)
