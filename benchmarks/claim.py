@@ -15,8 +15,8 @@ or failed ones) whose params.yaml params, flattened to dotted keys, equal the wo
 ``seed``. Params are compared as the code reads them (:func:`semipkd.config.parse_params`, so a
 key one file omits and another sets to its default is the same setting, as when a params file
 predates a new key); a file the current code refuses is compared as written. Experiments of
-every baseline commit count: the collector runs ``dvc exp show --json -A`` (all commits), so a
-study whose seeds ran on different commits is collected whole. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
+every baseline commit count (``-A``), so a study whose seeds ran on different commits is
+collected whole. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
 
 It refuses (exit status 2, naming what is wrong) when two experiments of the setting share a
 seed with different metrics, when fewer than 2 seeds are found, when fewer than 2 seeds have
@@ -37,7 +37,6 @@ it into reports/tables.md and reports/figures/claim.png.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import subprocess
@@ -50,7 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import ConfigError, parse_params  # noqa: E402
+from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402
 from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
@@ -95,21 +94,10 @@ def resolved(params: Mapping[str, Any]) -> dict[str, Any]:
     """Flattened params as the code reads them (defaults filled in, values normalised), or as
     written when the current code refuses them."""
     try:
-        full = _plain(parse_params(params))
+        full = as_plain(parse_params(params))
     except ConfigError:
         return flatten(params)
     return flatten(full)
-
-
-def _plain(value: Any) -> Any:
-    """A parsed config as JSON-like data: dataclasses and mappings -> dicts, tuples -> lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def run_exp_show(cwd: Path | None = None) -> list[dict]:

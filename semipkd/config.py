@@ -47,6 +47,7 @@ __all__ = [
     "ReportConfig",
     "load_params",
     "parse_params",
+    "as_plain",
     "BENCHMARKS",
     "LABELLED_SETS",
 ]
@@ -410,6 +411,19 @@ def _build(cls: type, raw: Any, section: str) -> Any:
 def parse_params(raw: Mapping[str, Any]) -> Params:
     """Build :class:`Params` from an already-loaded mapping (e.g. ``yaml.safe_load`` output)."""
     return _build(Params, raw, "")
+
+
+def as_plain(obj: Any) -> Any:
+    """A config (dataclass, mapping, tuple) as plain JSON-able dicts and lists (paths as str)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): as_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

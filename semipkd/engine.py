@@ -63,7 +63,7 @@ from tqdm import tqdm
 from semipkd import losses as losses_mod
 from semipkd import metrics as metrics_mod
 from semipkd.checkpoint import CKPT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from semipkd.config import ConfigError, TrainConfig
+from semipkd.config import ConfigError, TrainConfig, as_plain
 from semipkd.distributed import Distributed, GlobalBatchSampler, ShardSampler, unwrap_ddp
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
@@ -160,22 +160,9 @@ def _derive_seed(*keys: int) -> int:
 # Helpers
 
 
-def _plain(obj: Any) -> Any:
-    """A config (dataclass, mapping, tuple) as plain JSON-able dicts and lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def _weights(obj: Any, keys: tuple[str, ...], where: str) -> dict[str, float]:
     """Loss weights from a mapping or dataclass, as a plain dict with exactly ``keys``."""
-    w = _plain(obj)
+    w = as_plain(obj)
     if not isinstance(w, dict) or set(w) != set(keys):
         raise ValueError(f"{where}: expected weights {{{', '.join(keys)}}}, got {w!r}")
     return {k: float(w[k]) for k in keys}
@@ -341,12 +328,12 @@ def fit(
     if pseudo is not None and cfg.pseudo_loss is None:
         raise ConfigError("pseudo_loss: weights are needed to train on pseudo-labels, and none are set")
     pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, losses_mod.PSEUDO_TERMS, "pseudo_loss")
-    train_config = _plain(cfg)
+    train_config = as_plain(cfg)
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
         "seed": seed,
         "sizes": [len(labelled), 0 if pseudo is None else len(pseudo), len(val)],
-        "model_config": _plain(checkpoint_payload(model).get("model_config")),
+        "model_config": as_plain(checkpoint_payload(model).get("model_config")),
         "global_batch": global_batch,
     }
 
