@@ -18,6 +18,15 @@ predates a new key); a file the current code refuses is compared as written. Exp
 every baseline commit count (``-A``), so a study whose seeds ran on different commits is
 collected whole. From each it reads ``reports/evaluate/<benchmark>.json`` as DVC recorded it.
 
+With ``--upper-bound OTHER`` (a setting already in the output, collected the same way) the
+setting is label-scarce and OTHER is its upper bound: the same params except the labelled subset
+(:data:`SUBSET_KEYS`), so OTHER's labelled-only student learned from every label. Per protocol and
+metric, paired by seed, it writes the upper bound's gain ``gain = OTHER's labelled_only - this
+labelled_only``, what pseudo-labels recovered ``recovered = semi_pkd - labelled_only`` and the
+share ``recovered / gain`` (per seed, and as the ratio of the two means, which a seed with a tiny
+gain cannot blow up). The ratio is direction-free: for KLD both differences are negative when
+things improve. The bound is recomputed whenever either setting is collected again.
+
 It refuses (exit status 2, naming what is wrong) when two experiments of the setting share a
 seed with different metrics, when fewer than 2 seeds are found, when fewer than 2 seeds have
 both students, or when an experiment of the setting lacks the metrics file.
@@ -67,6 +76,11 @@ PARAMS_FILE = "params.yaml"
 #: Executor states of finished experiments; an experiment run in the workspace has no executor.
 DONE = "success"
 ABSENT = "(absent)"
+#: The keys a label-scarce setting may differ in from the setting that is its upper bound (the same
+#: recipe with every labelled image's labels); ``data.labelled_subset`` must differ.
+SUBSET_KEYS = ("data.labelled_subset", "data.subset_seed", "data.withheld_to_pool")
+#: The upper bound's arm: the student trained on all labels, no pseudo-labels.
+UPPER_ARM = "labelled_only"
 
 
 class ClaimError(SemipkdError, ValueError):
@@ -297,6 +311,56 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
     return arms, paired
 
 
+def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: str) -> dict[str, Any]:
+    """The share of the upper bound's gain that ``entry`` (a label-scarce setting) recovers; see
+    the module docstring. Raises :class:`ClaimError` when ``bound`` is not the same recipe with
+    another labelled subset."""
+    diff = params_diff(entry["params"], bound["params"])
+    if "data.labelled_subset" not in diff:
+        raise ClaimError(f"setting {bound_name!r} has the same data.labelled_subset as this one; an upper bound "
+                         "learns from more labels")
+    extra = {k: v for k, v in diff.items() if k not in SUBSET_KEYS}
+    if extra:
+        shown = ", ".join(f"{k} {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in sorted(extra.items()))
+        raise ClaimError(f"setting {bound_name!r} differs from this one in more than the labelled subset: {shown}; "
+                         "an upper bound is the same recipe with every label")
+    metrics: dict[str, dict] = {}
+    for proto, per in entry["paired"].items():
+        for m in per:
+            up = bound["arms"].get(UPPER_ARM, {}).get(proto, {}).get(m)
+            lo = entry["arms"][PAIR[1]][proto][m]
+            semi = entry["arms"][PAIR[0]][proto][m]
+            if up is None:
+                continue
+            upv, lov, sv = (dict(zip(s["seeds"], s["values"])) for s in (up, lo, semi))
+            seeds = [s for s in lo["seeds"] if s in upv and s in sv]
+            gain = [upv[s] - lov[s] for s in seeds]
+            rec = [sv[s] - lov[s] for s in seeds]
+            share_seeds = [s for s, g in zip(seeds, gain) if g != 0]
+            shares = [r / g for r, g in zip(rec, gain) if g != 0]
+            g_stats = describe(gain, seeds)
+            better = direction(m)
+            if g_stats["std"] is None:
+                g_verdict = "too few pairs"
+            elif abs(g_stats["mean"]) <= g_stats["std"]:
+                g_verdict = "within spread"
+            else:
+                up_wins = g_stats["mean"] > 0 if better == "higher" else g_stats["mean"] < 0
+                g_verdict = "more labels better" if up_wins else "more labels worse"
+            g_stats["verdict"] = g_verdict
+            mean_gain = float(np.mean(gain)) if gain else 0.0
+            metrics.setdefault(proto, {})[m] = {
+                "upper": describe([upv[s] for s in seeds], seeds),
+                "gain": g_stats,
+                "recovered": describe(rec, seeds),
+                "share": describe(shares, share_seeds),
+                "share_of_means": float(np.mean(rec)) / mean_gain if mean_gain != 0 else None,
+            }
+    if not metrics:
+        raise ClaimError(f"setting {bound_name!r} has no {UPPER_ARM} scores on the protocols and metrics of this one")
+    return {"setting": bound_name, "arm": UPPER_ARM, "differs": diff, "metrics": metrics}
+
+
 # --------------------------------------------------------------------------------------------
 # Output
 
@@ -315,9 +379,22 @@ def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     settings = dict(old.get("settings", {}))
     if not entry.get("description") and name in settings:
         entry["description"] = settings[name].get("description", "")
+    if entry.get("upper_bound") is None and name in settings and settings[name].get("upper_bound"):
+        entry["upper_bound"] = {"setting": settings[name]["upper_bound"]["setting"]}  # kept, recomputed below
+    if entry.get("upper_bound") is None:
+        entry.pop("upper_bound", None)
     settings[name] = entry
     for s, e in settings.items():
         e["differs_from"] = {o: params_diff(e["params"], oe["params"]) for o, oe in sorted(settings.items()) if o != s}
+        if e.get("upper_bound"):
+            bound = e["upper_bound"]["setting"]
+            if bound == s or bound not in settings:
+                raise ClaimError(f"{path}: setting {s!r} names {bound!r} as its upper bound, which is not another "
+                                 f"setting of the file (collect it first: benchmarks/claim.py --setting {bound})")
+            try:
+                e["upper_bound"] = upper_bound(e, settings[bound], bound)
+            except ClaimError as exc:
+                raise ClaimError(f"setting {s!r}: {exc}") from exc
     claim = {
         "source": "benchmarks/claim.py",
         "rule": CLAIM_RULE,
@@ -336,6 +413,20 @@ def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
     return f"{stats['mean']:{'+' if signed else ''}.4f} ± {std} ({stats['n']})"
 
 
+def upper_table(entry: Mapping[str, Any]) -> list[str]:
+    """Text lines for the upper-bound block of a setting (none without one)."""
+    ub = entry.get("upper_bound")
+    if not ub:
+        return []
+    lines = [f"  upper bound: setting {ub['setting']!r}, its {ub['arm']} student"]
+    for proto, per in ub["metrics"].items():
+        for m, u in per.items():
+            som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:+.2f}"
+            lines.append(f"    {proto:<16} {m:<9} gain {_pm(u['gain'], signed=True)} ({u['gain']['verdict']}), "
+                         f"recovered {_pm(u['recovered'], signed=True)}, share of means {som}")
+    return lines
+
+
 def table(name: str, entry: Mapping[str, Any]) -> str:
     """A compact text table of one collected setting (printed by :func:`main`)."""
     lines = [f"setting {name}: {entry['benchmark']}, seeds {entry['seeds']}, "
@@ -347,12 +438,14 @@ def table(name: str, entry: Mapping[str, Any]) -> str:
             a = entry["arms"][PAIR[0]][proto].get(m)
             b = entry["arms"][PAIR[1]][proto].get(m)
             lines.append(f"    {m:<10} {_pm(a):>26} {_pm(b):>26} {_pm(d, signed=True):>27}  {d['verdict']}")
-    return "\n".join(lines)
+    return "\n".join(lines + upper_table(entry))
 
 
-def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, description: str, out: Path) -> dict[str, Any]:
-    """Select the workspace's setting in ``rows``, summarise it and merge it into ``out``;
-    returns the setting's entry (notes about left-out experiments under ``notes``)."""
+def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, description: str, out: Path,
+            upper: str | None = None) -> dict[str, Any]:
+    """Select the workspace's setting in ``rows``, summarise it and merge it into ``out`` (with
+    ``upper``: the setting of ``out`` that is its upper bound); returns the setting's entry
+    (notes about left-out experiments under ``notes``)."""
     params, runs, notes = select_setting(rows, benchmark)
     arms, paired = summarise(runs)
     entry = {
@@ -364,6 +457,7 @@ def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, descri
         "notes": notes,
         "arms": arms,
         "paired": paired,
+        "upper_bound": {"setting": upper} if upper else None,
     }
     claim = merge(out, name, entry)
     for other, e in claim["settings"].items():
@@ -378,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--benchmark", default="osie", help="reads reports/evaluate/<benchmark>.json of each experiment")
     ap.add_argument("--description", default="", help="what the setting is (kept from the file when omitted)")
     ap.add_argument("--exp-show", default=None, help="read this `dvc exp show --json` output instead of running it")
+    ap.add_argument("--upper-bound", default=None, metavar="SETTING",
+                    help="a setting of the output that is this label-scarce setting's upper bound (all labels)")
     ap.add_argument("--out", default=str(ROOT / CLAIM_FILE))
     args = ap.parse_args(argv)
     try:
@@ -390,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_exp_show()
         if not isinstance(rows, list):
             raise ClaimError("dvc exp show --json: expected a list of rows (DVC 3)")
-        entry = collect(rows, args.setting, args.benchmark, args.description, Path(args.out))
+        entry = collect(rows, args.setting, args.benchmark, args.description, Path(args.out), args.upper_bound)
     except SemipkdError as exc:
         print(f"error: claim: {exc}", file=sys.stderr)
         return 2

@@ -752,7 +752,9 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
     ({protocol: {metric: stats + better + verdict}}), where stats is ``{mean, std, n, values,
-    seeds}``. Raises :class:`ClaimFormatError` naming the file and the setting.
+    seeds}``; a label-scarce setting may hold ``upper_bound`` ({setting, arm, differs, metrics:
+    {protocol: {metric: {upper, gain (+ verdict), recovered, share: stats, share_of_means}}}}).
+    Raises :class:`ClaimFormatError` naming the file and the setting.
     """
     path = Path(path)
     try:
@@ -775,6 +777,16 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
                 _check_stats(stats, f"{where}: paired/{proto}/{m}")
                 if "verdict" not in stats:
                     raise ClaimFormatError(f"{where}: paired/{proto}/{m} has no verdict")
+        ub = s.get("upper_bound")
+        if ub is not None:
+            if not isinstance(ub, Mapping) or not isinstance(ub.get("metrics"), Mapping) or "setting" not in ub:
+                raise ClaimFormatError(f"{where}: upper_bound needs 'setting' and 'metrics'")
+            for proto, per in ub["metrics"].items():
+                for m, u in per.items():
+                    for part in ("upper", "gain", "recovered", "share"):
+                        _check_stats(u.get(part), f"{where}: upper_bound/{proto}/{m}/{part}")
+                    if "share_of_means" not in u or "verdict" not in u["gain"]:
+                        raise ClaimFormatError(f"{where}: upper_bound/{proto}/{m} lacks share_of_means or the gain's verdict")
     return dict(data)
 
 
@@ -844,7 +856,34 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
                 paired.append(f"{_pm(d, signed=True)}: {d['verdict']}" if d else "–")
         lines.append("| " + " | ".join(["Semi-PKD − labelled-only (paired by seed)"] + paired) + " |")
         lines.append("")
+        lines += _upper_bound_lines(s.get("upper_bound"), protos)
     return "\n".join(lines)
+
+
+def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> list[str]:
+    """The share of the upper bound's gain a label-scarce setting recovers (claim.py --upper-bound)."""
+    if not ub:
+        return []
+    lines = [
+        f"Upper bound: setting {ub['setting']}'s labelled-only student, the same recipe with every label. "
+        "Gain = upper bound − labelled-only; recovered = Semi-PKD − labelled-only (both paired by seed); "
+        "share = recovered / gain, as the ratio of the means and per seed.",
+        "",
+        "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) | Share (of means) | Share per seed |",
+        "|:--|--:|--:|--:|--:|--:|",
+    ]
+    for p in protos:
+        for m in _CLAIM_METRICS:
+            u = ub["metrics"].get(p, {}).get(m)
+            if not u:
+                continue
+            som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:.2f}"
+            per_seed = ", ".join(f"{v:.2f}" for v in u["share"]["values"]) or "–"
+            lines.append(f"| {_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)} | {_pm(u['upper'])} | "
+                         f"{_pm(u['gain'], signed=True)}: {u['gain']['verdict']} | {_pm(u['recovered'], signed=True)} | "
+                         f"{som} | {per_seed} |")
+    lines.append("")
+    return lines
 
 
 def append_claim_section(tables_md: str | Path, claim: Mapping[str, Any]) -> Path:
@@ -887,6 +926,10 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
                            label="seeds" if i == 0 else None)
                 ax.errorbar(i + 0.2, st["mean"], yerr=st["std"] or 0.0, fmt="o", color="black", capsize=4, markersize=4,
                             zorder=3, label="mean ± std" if i == 0 else None)
+            up = ((s.get("upper_bound") or {}).get("metrics") or {}).get(proto, {}).get(m)
+            if up:
+                ax.axhline(up["upper"]["mean"], color="tab:purple", linestyle="--", linewidth=1.0, zorder=1,
+                           label=f"upper bound ({s['upper_bound']['setting']})")
             ax.set_xticks([0, 1], ["Semi-PKD", "labelled-only"], fontsize=8)
             ax.set_xlim(-0.5, 1.5)
             d = s["paired"].get(proto, {}).get(m)

@@ -282,6 +282,71 @@ def test_merge_keeps_other_settings_and_says_how_they_differ(tmp_path, rows):
     assert again["settings"]["base"]["description"] == "the first" and again["settings"]["lr2"] == before
 
 
+def _subset_rows(rows, numbers, **data):
+    """The three-seed grid with hand-written numbers and ``data`` params (a label-scarce setting)."""
+    out = _hand_rows(copy.deepcopy(rows), numbers)
+    for state in [out[0]] + [_exp(out, GRID[k])["revs"][0] for k in GRID]:
+        _params(state)["data"] = dict(data)
+    return out
+
+
+def test_upper_bound_share_on_hand_written_numbers(tmp_path, rows, capsys):
+    """--upper-bound: gain = upper's labelled-only - this labelled-only, recovered = Semi-PKD -
+    labelled-only, share = recovered / gain, paired by seed; recomputed when the bound changes."""
+    full = {"student_no_pseudo": {"cc": [0.80, 0.82, 0.81], "kld": [0.5, 0.6, 0.7]}}
+    assert _run(tmp_path, _hand_rows(copy.deepcopy(rows), full), "full")[0] == 0
+    scarce = {"student_no_pseudo": {"cc": [0.70, 0.71, 0.69], "kld": [0.9, 1.0, 1.1]},
+              "student": {"cc": [0.75, 0.76, 0.73], "kld": [0.7, 0.8, 0.9]}}
+    c100 = _subset_rows(rows, scarce, labelled_subset=100, withheld_to_pool=True)
+    rc, out = _run(tmp_path, c100, "c100", "--upper-bound", "full")
+    assert rc == 0
+    ub = json.loads(out.read_text())["settings"]["c100"]["upper_bound"]
+    assert ub["setting"] == "full" and ub["arm"] == "labelled_only"
+    assert ub["differs"] == {"data.labelled_subset": [100, "(absent)"], "data.withheld_to_pool": [True, "(absent)"]}
+    cc = ub["metrics"]["benchmark"]["cc"]
+    assert cc["upper"]["values"] == [0.80, 0.82, 0.81]
+    assert cc["gain"]["values"] == pytest.approx([0.10, 0.11, 0.12]) and cc["gain"]["verdict"] == "more labels better"
+    assert cc["recovered"]["values"] == pytest.approx([0.05, 0.05, 0.04])
+    assert cc["share"]["values"] == pytest.approx([0.5, 0.05 / 0.11, 0.04 / 0.12]) and cc["share"]["seeds"] == [1, 2, 3]
+    assert cc["share_of_means"] == pytest.approx(0.14 / 0.33)
+    kld = ub["metrics"]["benchmark"]["kld"]  # lower is better: both differences negative, share positive
+    assert kld["gain"]["values"] == pytest.approx([-0.4, -0.4, -0.4]) and kld["gain"]["verdict"] == "more labels better"
+    assert kld["share"]["values"] == pytest.approx([0.5, 0.5, 0.5]) and kld["share_of_means"] == pytest.approx(0.5)
+    assert "upper bound: setting 'full'" in capsys.readouterr().out
+    md = report.render_claim_section(report.load_claim(out))
+    assert "Upper bound: setting full's labelled-only student" in md
+    assert "| CC↑ benchmark | 0.8100 ± 0.0100 (3) | +0.1100 ± 0.0100 (3): more labels better | +0.0467 ± 0.0058 (3) | 0.42 | 0.50, 0.45, 0.33 |" in md
+    assert _png(report.plot_claim(report.load_claim(out), tmp_path / "claim.png"))[0] > 200
+    # collected again without --upper-bound: the bound is kept; the bound recollected: recomputed
+    assert _run(tmp_path, c100, "c100")[0] == 0
+    assert json.loads(out.read_text())["settings"]["c100"]["upper_bound"] == ub
+    better = {"student_no_pseudo": {"cc": [0.90, 0.92, 0.91], "kld": [0.5, 0.6, 0.7]}}
+    assert _run(tmp_path, _hand_rows(copy.deepcopy(rows), better), "full")[0] == 0
+    again = json.loads(out.read_text())["settings"]["c100"]["upper_bound"]["metrics"]["benchmark"]["cc"]
+    assert again["gain"]["values"] == pytest.approx([0.20, 0.21, 0.22])
+    assert again["share_of_means"] == pytest.approx(0.14 / 0.63)
+
+
+def test_upper_bound_refusals(tmp_path, rows, capsys):
+    scarce = {"student": {"cc": [0.75, 0.76, 0.73]}}
+    assert _run(tmp_path, rows, "full")[0] == 0
+    assert _run(tmp_path, _subset_rows(rows, scarce, labelled_subset=100), "c100", "--upper-bound", "nothere")[0] == 2
+    assert "'nothere' as its upper bound, which is not another setting" in capsys.readouterr().err
+    # a bound with the same labelled subset is no bound
+    assert _run(tmp_path, _subset_rows(rows, {}, labelled_subset=100), "c100b")[0] == 0
+    assert _run(tmp_path, _subset_rows(rows, scarce, labelled_subset=100), "c100c", "--upper-bound", "c100b")[0] == 2
+    assert "the same data.labelled_subset" in capsys.readouterr().err
+    # a bound trained another way is no bound: the differing key is named
+    lr = _subset_rows(rows, scarce, labelled_subset=100)
+    for state in [lr[0]] + [_exp(lr, GRID[k])["revs"][0] for k in GRID]:
+        _params(state)["distill"]["lr"] = 0.002
+    assert _run(tmp_path, lr, "c100lr", "--upper-bound", "full")[0] == 2
+    err = capsys.readouterr().err
+    assert "more than the labelled subset: distill.lr 0.002 (there 0.001)" in err
+    got = json.loads((tmp_path / "claim.json").read_text())["settings"]
+    assert "c100lr" not in got and "c100c" not in got  # a refused setting is not written
+
+
 def _png(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return mpimg.imread(path).shape
