@@ -172,16 +172,21 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A network: backbone name from the registry, ImageNet weights, decoder width."""
+    """A network: backbone name from the registry, ImageNet weights, decoder width and activation."""
 
     backbone: str
     pretrained: bool
     weights: str | None  # explicit weight file, looked up first
     width: float
+    #: The decoder's activation, ``relu`` or ``swish``; None: the backbone's pairing in the registry
+    #: (the paper's: Swish for EEEA-Net and OFA, ReLU for the others).
+    decoder_act: str | None = None
 
     def __post_init__(self) -> None:
         if self.width <= 0:
             raise ConfigError(f"width: must be > 0, got {self.width}")
+        if self.decoder_act not in (None, "relu", "swish"):
+            raise ConfigError(f"decoder_act: must be relu, swish or null (the backbone's pairing), got {self.decoder_act!r}")
 
 
 @dataclass(frozen=True)

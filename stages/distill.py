@@ -27,7 +27,8 @@ def run(params: Params, item: str | None) -> None:
                              bound_size=params.prepare.output_size)
     s = params.student
     model = build_model(
-        s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights
+        s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights,
+        decoder_act=s.decoder_act,
     )
     out = Path("models/student.pt" if item is None else "models/student_no_pseudo.pt")
     train_labelled(

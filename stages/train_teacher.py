@@ -20,7 +20,8 @@ def run(params: Params, _item: str | None) -> None:
     device = select_device(params.device)
     t = params.teacher
     _, output_size = params.prepare.teacher_sizes()
-    model = build_model(t.backbone, output_size=output_size, pretrained=t.pretrained, width=t.width, weights=t.weights)
+    model = build_model(t.backbone, output_size=output_size, pretrained=t.pretrained, width=t.width, weights=t.weights,
+                        decoder_act=t.decoder_act)
     train_labelled(
         model,
         prepared_root(params.prepare, teacher=True) / params.data.labelled,

@@ -425,3 +425,46 @@ def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
         conv.weight.copy_(conv.weight.abs() + 1e-3)
         assert torch.equal(bench.dead_head_share(model, images), torch.zeros(2))
         assert torch.all(model(images) != 0.5)
+
+
+def test_decoder_act_swish_cannot_die_into_the_05_floor_and_round_trips(tmp_path):
+    """``decoder_act`` overrides the backbone's pairing: the refine weights that kill a ReLU decoder
+    (every pixel exactly 0.5) leave a Swish decoder alive; the choice travels in the checkpoint, and
+    a model with the registry's pairing keeps the config (and checkpoint bytes) it always had."""
+    import yaml
+
+    from semipkd.config import ConfigError, parse_params
+
+    default = build_model("mobilenet_v2", pretrained=False, output_size=OUT)
+    assert default.decoder.act == "relu" and "decoder_act" not in default.config
+    assert build_model("mobilenet_v2", pretrained=False, output_size=OUT, decoder_act="relu").config == default.config
+    images = torch.rand(2, 3, 64, 64)
+    outs = {}
+    for act in ("relu", "swish"):
+        torch.manual_seed(0)
+        model = build_model("mobilenet_v2", pretrained=False, output_size=OUT, decoder_act=act).eval()
+        kinds = {type(m) for lvl in model.decoder.levels for m in lvl if not isinstance(m, nn.Conv2d)}
+        assert kinds == {nn.ReLU if act == "relu" else nn.SiLU} and isinstance(model.decoder.refine[1], next(iter(kinds)))
+        with torch.no_grad():
+            conv = model.decoder.refine[0]
+            conv.weight.copy_(-conv.weight.abs() - 1e-3)
+            model.decoder.refine.register_forward_pre_hook(lambda mod, inp: (inp[0].abs(),))
+            model.decoder.blur.enabled = False
+            outs[act] = model(images)
+        if act == "swish":
+            assert model.config["decoder_act"] == "swish"
+            path = tmp_path / "swish.pt"
+            atomic_torch_save(path, checkpoint_payload(model))
+            loaded = load_model(path)
+            assert loaded.decoder.act == "swish" and loaded.config == model.config
+    assert torch.all(outs["relu"] == 0.5)
+    assert torch.all(outs["swish"] != 0.5)
+    with pytest.raises(ValueError, match="unknown decoder activation 'gelu'"):
+        build_model("mobilenet_v2", pretrained=False, output_size=OUT, decoder_act="gelu")
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert parse_params(raw).student.decoder_act is None
+    raw["student"]["decoder_act"] = "gelu"
+    with pytest.raises(ConfigError, match="decoder_act: must be relu, swish or null"):
+        parse_params(raw)
+    del raw["student"]["decoder_act"]  # a params file from before the key: the registry's pairing
+    assert parse_params(raw).student.decoder_act is None

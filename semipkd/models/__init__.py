@@ -2,7 +2,7 @@
 
 Public API::
 
-    build_model(backbone, *, output_size=(480, 640), pretrained=False, width=1.0, weights=None)
+    build_model(backbone, *, output_size=(480, 640), pretrained=False, width=1.0, weights=None, decoder_act=None)
     list_backbones()
     load_model(path, map_location="cpu")        # rebuild from a checkpoint alone
     checkpoint_payload(model)                   # {"model": state_dict, "model_config": config}

@@ -132,8 +132,13 @@ class SaliencyModel(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """``dict(backbone, width, output_size=[H, W])``: everything :func:`build_model` needs."""
-        return {"backbone": self.backbone, "width": self.width, "output_size": list(self.output_size)}
+        """``dict(backbone, width, output_size=[H, W])``, plus ``decoder_act`` when the decoder's
+        activation is not the backbone's pairing: everything :func:`build_model` needs (a model
+        with the registry's pairing has the config, and the checkpoint bytes, it always had)."""
+        cfg: dict[str, Any] = {"backbone": self.backbone, "width": self.width, "output_size": list(self.output_size)}
+        if self.decoder.act != get_backbone(self.backbone).act:
+            cfg["decoder_act"] = self.decoder.act
+        return cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -141,7 +146,7 @@ class SaliencyModel(nn.Module):
         return self.decoder(self.encoder(self.normalize(x)))
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone!r}, width={self.width}, output_size={self.output_size}"
+        return f"backbone={self.backbone!r}, width={self.width}, output_size={self.output_size}, decoder_act={self.decoder.act!r}"
 
 
 def _build_classifier(spec: BackboneSpec, pretrained: bool, weights: str | os.PathLike | None) -> nn.Module:
@@ -176,6 +181,7 @@ def build_model(
     pretrained: bool = False,
     width: float = 1.0,
     weights: str | os.PathLike | None = None,
+    decoder_act: str | None = None,
 ) -> SaliencyModel:
     """Build the saliency model for a registered backbone.
 
@@ -186,6 +192,9 @@ def build_model(
             ``semipkd.models.weights``); ``FileNotFoundError`` listing where it looked if none.
         width: decoder channel multiplier (1.0 = the paper's decoder).
         weights: explicit ImageNet weight file, looked up first; only with ``pretrained``.
+        decoder_act: ``"relu"`` or ``"swish"`` for the decoder; None takes the backbone's pairing
+            (the paper's). A ReLU decoder can die: where every ``refine`` unit is 0 the bias-free
+            head outputs exactly sigmoid(0) = 0.5 with no gradient (docs/real_osie.md).
 
     Returns a :class:`SaliencyModel` in train mode.
     """
@@ -194,7 +203,7 @@ def build_model(
         raise ValueError(f"weights={str(weights)!r} given for backbone {backbone!r} but pretrained is false")
     classifier = _build_classifier(spec, pretrained, weights)
     encoder = spec.make_encoder(classifier)
-    decoder = Decoder(feature_channels(encoder), act=spec.act, output_size=output_size, width=width)
+    decoder = Decoder(feature_channels(encoder), act=decoder_act or spec.act, output_size=output_size, width=width)
     return SaliencyModel(backbone, width, Normalize(spec.mean, spec.std), encoder, decoder)
 
 
@@ -256,7 +265,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> SaliencyMo
     missing = [k for k in ("backbone", "width", "output_size") if not isinstance(cfg, Mapping) or k not in cfg]
     if missing:
         raise ValueError(f"checkpoint {path}: model_config lacks {missing}")
-    model = build_model(cfg["backbone"], output_size=tuple(cfg["output_size"]), width=float(cfg["width"]))
+    model = build_model(cfg["backbone"], output_size=tuple(cfg["output_size"]), width=float(cfg["width"]),
+                        decoder_act=cfg.get("decoder_act"))
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
