@@ -114,6 +114,26 @@ def resolved(params: Mapping[str, Any]) -> dict[str, Any]:
     return flatten(full)
 
 
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten`."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
+def reresolved(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A setting's stored params (flat, seed left out) as the current code reads them: a setting
+    collected before a key was added compares equal to one that has the key at its default."""
+    full = resolved({**unflatten(flat), SEED: 0})
+    full.pop(SEED, None)
+    return full
+
+
 def run_exp_show(cwd: Path | None = None) -> list[dict]:
     """The output of ``dvc exp show --json -A`` run in ``cwd`` (the current folder by default)."""
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", "-A"]
@@ -315,7 +335,7 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
     """The share of the upper bound's gain that ``entry`` (a label-scarce setting) recovers; see
     the module docstring. Raises :class:`ClaimError` when ``bound`` is not the same recipe with
     another labelled subset."""
-    diff = params_diff(entry["params"], bound["params"])
+    diff = params_diff(reresolved(entry["params"]), reresolved(bound["params"]))
     if "data.labelled_subset" not in diff:
         raise ClaimError(f"setting {bound_name!r} has the same data.labelled_subset as this one; an upper bound "
                          "learns from more labels")
@@ -385,7 +405,8 @@ def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
         entry.pop("upper_bound", None)
     settings[name] = entry
     for s, e in settings.items():
-        e["differs_from"] = {o: params_diff(e["params"], oe["params"]) for o, oe in sorted(settings.items()) if o != s}
+        e["differs_from"] = {o: params_diff(reresolved(e["params"]), reresolved(oe["params"]))
+                             for o, oe in sorted(settings.items()) if o != s}
         if e.get("upper_bound"):
             bound = e["upper_bound"]["setting"]
             if bound == s or bound not in settings:

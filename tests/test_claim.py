@@ -393,3 +393,18 @@ def test_report_stage_keeps_claim_json_away_from_the_real_results_loader(tmp_pat
     md = tables.read_text()
     assert md.count("\n## ") == 2 and md.index("## Semi-PKD vs labelled-only, seeded") > md.index("## ")
     assert _png(tmp_path / "figures/claim.png")[0] > 200
+
+
+def test_stored_settings_compare_as_the_current_code_reads_them():
+    """A setting stored before a key existed (the real setting (a) params, decoder_act removed)
+    equals the same params with the key at its default; a non-default value still differs."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params/claim_a.yaml").read_text())
+    now = claim.resolved(raw)
+    now.pop("seed")
+    old = {k: v for k, v in now.items() if not k.endswith("decoder_act")}
+    assert claim.unflatten(now)["student"]["decoder_act"] is None
+    assert claim.params_diff(claim.reresolved(old), claim.reresolved(now)) == {}
+    swish = {**now, "student.decoder_act": "swish"}
+    assert claim.params_diff(claim.reresolved(old), claim.reresolved(swish)) == {"student.decoder_act": [None, "swish"]}
