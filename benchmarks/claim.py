@@ -281,8 +281,10 @@ def direction(metric: str) -> str | None:
     return "higher" if metric in METRIC_NAMES else None
 
 
-def verdict(stats: Mapping[str, Any], better: str | None) -> str:
-    """The rule of :data:`semipkd.report.CLAIM_RULE` applied to paired-difference stats."""
+def verdict(stats: Mapping[str, Any], better: str | None,
+            labels: tuple[str, str] = (f"{PAIR[0]} better", f"{PAIR[1]} better")) -> str:
+    """The rule of :data:`semipkd.report.CLAIM_RULE` applied to paired-difference stats
+    (first minus second); ``labels``: what to say when the first or the second side wins."""
     mean, std = stats["mean"], stats["std"]
     if std is None:
         return "too few pairs"
@@ -291,7 +293,7 @@ def verdict(stats: Mapping[str, Any], better: str | None) -> str:
     if better is None:
         return "differs, direction unknown"
     first_wins = mean > 0 if better == "higher" else mean < 0
-    return f"{PAIR[0] if first_wins else PAIR[1]} better"
+    return labels[0] if first_wins else labels[1]
 
 
 def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
@@ -331,11 +333,11 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
     return arms, paired
 
 
-def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: str) -> dict[str, Any]:
+def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: str,
+                diff: Mapping[str, list]) -> dict[str, Any]:
     """The share of the upper bound's gain that ``entry`` (a label-scarce setting) recovers; see
-    the module docstring. Raises :class:`ClaimError` when ``bound`` is not the same recipe with
-    another labelled subset."""
-    diff = params_diff(reresolved(entry["params"]), reresolved(bound["params"]))
+    the module docstring. ``diff``: the params that differ between the two (:func:`params_diff`).
+    Raises :class:`ClaimError` when ``bound`` is not the same recipe with another labelled subset."""
     if "data.labelled_subset" not in diff:
         raise ClaimError(f"setting {bound_name!r} has the same data.labelled_subset as this one; an upper bound "
                          "learns from more labels")
@@ -359,15 +361,7 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
             share_seeds = [s for s, g in zip(seeds, gain) if g != 0]
             shares = [r / g for r, g in zip(rec, gain) if g != 0]
             g_stats = describe(gain, seeds)
-            better = direction(m)
-            if g_stats["std"] is None:
-                g_verdict = "too few pairs"
-            elif abs(g_stats["mean"]) <= g_stats["std"]:
-                g_verdict = "within spread"
-            else:
-                up_wins = g_stats["mean"] > 0 if better == "higher" else g_stats["mean"] < 0
-                g_verdict = "more labels better" if up_wins else "more labels worse"
-            g_stats["verdict"] = g_verdict
+            g_stats["verdict"] = verdict(g_stats, direction(m), ("more labels better", "more labels worse"))
             mean_gain = float(np.mean(gain)) if gain else 0.0
             metrics.setdefault(proto, {})[m] = {
                 "upper": describe([upv[s] for s in seeds], seeds),
@@ -378,7 +372,7 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
             }
     if not metrics:
         raise ClaimError(f"setting {bound_name!r} has no {UPPER_ARM} scores on the protocols and metrics of this one")
-    return {"setting": bound_name, "arm": UPPER_ARM, "differs": diff, "metrics": metrics}
+    return {"setting": bound_name, "arm": UPPER_ARM, "differs": dict(diff), "metrics": metrics}
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,21 +393,19 @@ def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     settings = dict(old.get("settings", {}))
     if not entry.get("description") and name in settings:
         entry["description"] = settings[name].get("description", "")
-    if entry.get("upper_bound") is None and name in settings and settings[name].get("upper_bound"):
+    if "upper_bound" not in entry and settings.get(name, {}).get("upper_bound"):
         entry["upper_bound"] = {"setting": settings[name]["upper_bound"]["setting"]}  # kept, recomputed below
-    if entry.get("upper_bound") is None:
-        entry.pop("upper_bound", None)
     settings[name] = entry
+    now = {s: reresolved(e["params"]) for s, e in settings.items()}
     for s, e in settings.items():
-        e["differs_from"] = {o: params_diff(reresolved(e["params"]), reresolved(oe["params"]))
-                             for o, oe in sorted(settings.items()) if o != s}
+        e["differs_from"] = {o: params_diff(now[s], now[o]) for o in sorted(settings) if o != s}
         if e.get("upper_bound"):
             bound = e["upper_bound"]["setting"]
             if bound == s or bound not in settings:
                 raise ClaimError(f"{path}: setting {s!r} names {bound!r} as its upper bound, which is not another "
                                  f"setting of the file (collect it first: benchmarks/claim.py --setting {bound})")
             try:
-                e["upper_bound"] = upper_bound(e, settings[bound], bound)
+                e["upper_bound"] = upper_bound(e, settings[bound], bound, e["differs_from"][bound])
             except ClaimError as exc:
                 raise ClaimError(f"setting {s!r}: {exc}") from exc
     claim = {
@@ -478,7 +470,7 @@ def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, descri
         "notes": notes,
         "arms": arms,
         "paired": paired,
-        "upper_bound": {"setting": upper} if upper else None,
+        **({"upper_bound": {"setting": upper}} if upper else {}),
     }
     claim = merge(out, name, entry)
     for other, e in claim["settings"].items():

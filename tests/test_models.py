@@ -403,6 +403,16 @@ def test_profile_reports_costs(capsys, monkeypatch):
     assert "eeea_c2" in out and "4,510,952" in out
 
 
+def _kill_refine(model):
+    """Weights that kill a ReLU decoder: ``refine``'s conv all negative on a non-negative input
+    (every refine output <= 0), blur off; returns that conv."""
+    conv = model.decoder.refine[0]
+    conv.weight.copy_(-conv.weight.abs() - 1e-3)
+    model.decoder.refine.register_forward_pre_hook(lambda mod, inp: (inp[0].abs(),))  # non-negative input
+    model.decoder.blur.enabled = False
+    return conv
+
+
 def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
     """benchmarks/ema_mix.py counts decoder pixels whose ReLU features are all 0: there the
     bias-free head outputs sigmoid(0) = 0.5 exactly. Known answers: refine weights all negative on
@@ -415,10 +425,7 @@ def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
     model = build_model("mobilenet_v2", pretrained=False, output_size=(32, 32)).eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        conv = model.decoder.refine[0]
-        conv.weight.copy_(-conv.weight.abs() - 1e-3)
-        model.decoder.refine.register_forward_pre_hook(lambda mod, inp: (inp[0].abs(),))  # non-negative input
-        model.decoder.blur.enabled = False
+        conv = _kill_refine(model)
         share = bench.dead_head_share(model, images)
         assert torch.equal(share, torch.ones(2))
         assert torch.all(model(images) == 0.5)
@@ -446,10 +453,7 @@ def test_decoder_act_swish_cannot_die_into_the_05_floor_and_round_trips(tmp_path
         kinds = {type(m) for lvl in model.decoder.levels for m in lvl if not isinstance(m, nn.Conv2d)}
         assert kinds == {nn.ReLU if act == "relu" else nn.SiLU} and isinstance(model.decoder.refine[1], next(iter(kinds)))
         with torch.no_grad():
-            conv = model.decoder.refine[0]
-            conv.weight.copy_(-conv.weight.abs() - 1e-3)
-            model.decoder.refine.register_forward_pre_hook(lambda mod, inp: (inp[0].abs(),))
-            model.decoder.blur.enabled = False
+            _kill_refine(model)
             outs[act] = model(images)
         if act == "swish":
             assert model.config["decoder_act"] == "swish"
