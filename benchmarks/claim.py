@@ -27,6 +27,13 @@ share ``recovered / gain`` (per seed, and as the ratio of the two means, which a
 gain cannot blow up). The ratio is direction-free: for KLD both differences are negative when
 things improve. The bound is recomputed whenever either setting is collected again.
 
+With ``--variant-of BASE`` (a setting already in the output) the setting is BASE with some params
+changed (any: they are listed under ``differs``), e.g. ``-S student.decoder_act=swish``. Per arm
+(:data:`VARIANT_ARMS`), protocol and metric, paired by seed, it writes this minus BASE with a
+verdict, and under ``gap`` this setting's paired difference (semi_pkd - labelled_only) minus
+BASE's, paired by seed: whether the change moves Semi-PKD's edge over labels alone beyond the
+spread. It is recomputed whenever either setting is collected again.
+
 It refuses (exit status 2, naming what is wrong) when two experiments of the setting share a
 seed with different metrics, when fewer than 2 seeds are found, when fewer than 2 seeds have
 both students, or when an experiment of the setting lacks the metrics file.
@@ -81,6 +88,8 @@ ABSENT = "(absent)"
 SUBSET_KEYS = ("data.labelled_subset", "data.subset_seed", "data.withheld_to_pool")
 #: The upper bound's arm: the student trained on all labels, no pseudo-labels.
 UPPER_ARM = "labelled_only"
+#: The arms a variant is compared on with the setting it varies (``--variant-of``).
+VARIANT_ARMS = ("semi_pkd", "labelled_only", "teacher")
 
 
 class ClaimError(SemipkdError, ValueError):
@@ -375,6 +384,62 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
     return {"setting": bound_name, "arm": UPPER_ARM, "differs": dict(diff), "metrics": metrics}
 
 
+def _by_seed(stats: Mapping[str, Any]) -> dict[Any, float]:
+    return dict(zip(stats["seeds"], stats["values"]))
+
+
+def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str,
+            labels: tuple[str, str]) -> dict[str, Any] | None:
+    """``ours - theirs`` paired by seed (stats, ``better``, ``verdict``); None under 2 shared seeds."""
+    b = _by_seed(theirs)
+    pairs = [(s, v - b[s]) for s, v in zip(ours["seeds"], ours["values"]) if s in b]
+    if len(pairs) < 2:
+        return None
+    stats = describe([d for _, d in pairs], [s for s, _ in pairs])
+    stats["better"] = direction(metric)
+    stats["verdict"] = verdict(stats, stats["better"], labels)
+    return stats
+
+
+def variant_of(entry: Mapping[str, Any], base: Mapping[str, Any], base_name: str,
+               diff: Mapping[str, list], name: str) -> dict[str, Any]:
+    """Setting ``name`` (``entry``) against ``base``, the setting it varies; see the module
+    docstring. Raises :class:`ClaimError` when the two have the same params or share fewer than 2
+    seeds on every arm, protocol and metric."""
+    if not diff:
+        raise ClaimError(f"setting {base_name!r} has the same params as this one (seed aside); a variant "
+                         "changes at least one")
+    labels = (f"{name} better", f"{base_name} better")
+    arms: dict[str, dict] = {}
+    for arm in VARIANT_ARMS:
+        for proto, per in entry["arms"].get(arm, {}).items():
+            for m, ours in per.items():
+                theirs = base["arms"].get(arm, {}).get(proto, {}).get(m)
+                got = _paired(ours, theirs, m, labels) if theirs else None
+                if got:
+                    arms.setdefault(arm, {}).setdefault(proto, {})[m] = got
+    if not arms:
+        raise ClaimError(f"setting {base_name!r} shares fewer than 2 seeds with this one on every arm, protocol "
+                         "and metric; a variant is compared paired by seed")
+    gap: dict[str, dict] = {}
+    edge = (f"Semi-PKD's edge larger in {name}", f"Semi-PKD's edge larger in {base_name}")
+    for proto, per in entry["paired"].items():
+        for m, ours in per.items():
+            theirs = base["paired"].get(proto, {}).get(m)
+            got = _paired(ours, theirs, m, edge) if theirs else None
+            if got:
+                gap.setdefault(proto, {})[m] = got
+    return {"setting": base_name, "differs": dict(diff), "arms": arms, "gap": gap}
+
+
+#: A setting's relations to another setting of the file: key -> (what the other is called in
+#: messages, the function computing it from (entry, other, other's name, params diff, name)).
+RELATIONS = {
+    "upper_bound": ("upper bound", lambda e, o, on, d, n: upper_bound(e, o, on, d)),
+    "variant_of": ("base setting (--variant-of)", variant_of),
+}
+
+
 # --------------------------------------------------------------------------------------------
 # Output
 
@@ -393,19 +458,22 @@ def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     settings = dict(old.get("settings", {}))
     if not entry.get("description") and name in settings:
         entry["description"] = settings[name].get("description", "")
-    if "upper_bound" not in entry and settings.get(name, {}).get("upper_bound"):
-        entry["upper_bound"] = {"setting": settings[name]["upper_bound"]["setting"]}  # kept, recomputed below
+    for key in RELATIONS:
+        if key not in entry and settings.get(name, {}).get(key):
+            entry[key] = {"setting": settings[name][key]["setting"]}  # kept, recomputed below
     settings[name] = entry
     now = {s: reresolved(e["params"]) for s, e in settings.items()}
     for s, e in settings.items():
         e["differs_from"] = {o: params_diff(now[s], now[o]) for o in sorted(settings) if o != s}
-        if e.get("upper_bound"):
-            bound = e["upper_bound"]["setting"]
-            if bound == s or bound not in settings:
-                raise ClaimError(f"{path}: setting {s!r} names {bound!r} as its upper bound, which is not another "
-                                 f"setting of the file (collect it first: benchmarks/claim.py --setting {bound})")
+        for key, (called, compute) in RELATIONS.items():
+            if not e.get(key):
+                continue
+            other = e[key]["setting"]
+            if other == s or other not in settings:
+                raise ClaimError(f"{path}: setting {s!r} names {other!r} as its {called}, which is not another "
+                                 f"setting of the file (collect it first: benchmarks/claim.py --setting {other})")
             try:
-                e["upper_bound"] = upper_bound(e, settings[bound], bound, e["differs_from"][bound])
+                e[key] = compute(e, settings[other], other, e["differs_from"][other], s)
             except ClaimError as exc:
                 raise ClaimError(f"setting {s!r}: {exc}") from exc
     claim = {
@@ -440,6 +508,20 @@ def upper_table(entry: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def variant_table(entry: Mapping[str, Any]) -> list[str]:
+    """Text lines for the variant block of a setting (none without one)."""
+    var = entry.get("variant_of")
+    if not var:
+        return []
+    changed = ", ".join(f"{k} {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in var["differs"].items())
+    lines = [f"  variant of setting {var['setting']!r}: {changed}; this minus that, paired by seed"]
+    for arm, per_arm in list(var["arms"].items()) + [("gap", var["gap"])]:
+        for proto, per in per_arm.items():
+            for m, d in per.items():
+                lines.append(f"    {arm:<14} {proto:<16} {m:<9} {_pm(d, signed=True)}  {d['verdict']}")
+    return lines
+
+
 def table(name: str, entry: Mapping[str, Any]) -> str:
     """A compact text table of one collected setting (printed by :func:`main`)."""
     lines = [f"setting {name}: {entry['benchmark']}, seeds {entry['seeds']}, "
@@ -451,14 +533,15 @@ def table(name: str, entry: Mapping[str, Any]) -> str:
             a = entry["arms"][PAIR[0]][proto].get(m)
             b = entry["arms"][PAIR[1]][proto].get(m)
             lines.append(f"    {m:<10} {_pm(a):>26} {_pm(b):>26} {_pm(d, signed=True):>27}  {d['verdict']}")
-    return "\n".join(lines + upper_table(entry))
+    return "\n".join(lines + upper_table(entry) + variant_table(entry))
 
 
 def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, description: str, out: Path,
-            upper: str | None = None) -> dict[str, Any]:
+            upper: str | None = None, base: str | None = None) -> dict[str, Any]:
     """Select the workspace's setting in ``rows``, summarise it and merge it into ``out`` (with
-    ``upper``: the setting of ``out`` that is its upper bound); returns the setting's entry
-    (notes about left-out experiments under ``notes``)."""
+    ``upper``: the setting of ``out`` that is its upper bound; ``base``: the setting of ``out``
+    it is a variant of); returns the setting's entry (notes about left-out experiments under
+    ``notes``)."""
     params, runs, notes = select_setting(rows, benchmark)
     arms, paired = summarise(runs)
     entry = {
@@ -471,6 +554,7 @@ def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, descri
         "arms": arms,
         "paired": paired,
         **({"upper_bound": {"setting": upper}} if upper else {}),
+        **({"variant_of": {"setting": base}} if base else {}),
     }
     claim = merge(out, name, entry)
     for other, e in claim["settings"].items():
@@ -487,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exp-show", default=None, help="read this `dvc exp show --json` output instead of running it")
     ap.add_argument("--upper-bound", default=None, metavar="SETTING",
                     help="a setting of the output that is this label-scarce setting's upper bound (all labels)")
+    ap.add_argument("--variant-of", default=None, metavar="SETTING",
+                    help="a setting of the output that this one varies (some params changed): each arm compared, "
+                         "paired by seed")
     ap.add_argument("--out", default=str(ROOT / CLAIM_FILE))
     args = ap.parse_args(argv)
     try:
@@ -499,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = run_exp_show()
         if not isinstance(rows, list):
             raise ClaimError("dvc exp show --json: expected a list of rows (DVC 3)")
-        entry = collect(rows, args.setting, args.benchmark, args.description, Path(args.out), args.upper_bound)
+        entry = collect(rows, args.setting, args.benchmark, args.description, Path(args.out), args.upper_bound,
+                        args.variant_of)
     except SemipkdError as exc:
         print(f"error: claim: {exc}", file=sys.stderr)
         return 2

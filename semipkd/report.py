@@ -753,7 +753,9 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
     ({protocol: {metric: stats + better + verdict}}), where stats is ``{mean, std, n, values,
     seeds}``; a label-scarce setting may hold ``upper_bound`` ({setting, arm, differs, metrics:
-    {protocol: {metric: {upper, gain (+ verdict), recovered, share: stats, share_of_means}}}}).
+    {protocol: {metric: {upper, gain (+ verdict), recovered, share: stats, share_of_means}}}}),
+    and a variant ``variant_of`` ({setting, differs, arms: {arm: {protocol: {metric: stats +
+    verdict}}}, gap: {protocol: {metric: stats + verdict}}}).
     Raises :class:`ClaimFormatError` naming the file and the setting.
     """
     path = Path(path)
@@ -787,6 +789,16 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
                         _check_stats(u.get(part), f"{where}: upper_bound/{proto}/{m}/{part}")
                     if "share_of_means" not in u or "verdict" not in u["gain"]:
                         raise ClaimFormatError(f"{where}: upper_bound/{proto}/{m} lacks share_of_means or the gain's verdict")
+        var = s.get("variant_of")
+        if var is not None:
+            if not isinstance(var, Mapping) or not {"setting", "differs", "arms", "gap"} <= set(var):
+                raise ClaimFormatError(f"{where}: variant_of needs 'setting', 'differs', 'arms' and 'gap'")
+            for part, tree in list(var["arms"].items()) + [("gap", var["gap"])]:
+                for proto, per in tree.items():
+                    for m, stats in per.items():
+                        _check_stats(stats, f"{where}: variant_of/{part}/{proto}/{m}")
+                        if "verdict" not in stats:
+                            raise ClaimFormatError(f"{where}: variant_of/{part}/{proto}/{m} has no verdict")
     return dict(data)
 
 
@@ -857,7 +869,35 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join(["Semi-PKD − labelled-only (paired by seed)"] + paired) + " |")
         lines.append("")
         lines += _upper_bound_lines(s.get("upper_bound"), protos)
+        lines += _variant_lines(name, s.get("variant_of"), protos)
     return "\n".join(lines)
+
+
+def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[str]) -> list[str]:
+    """A variant against the setting it varies (claim.py --variant-of): per arm, this minus that."""
+    if not var:
+        return []
+    changed = ", ".join(f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in var["differs"].items())
+    header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}" for p in protos for m in _CLAIM_METRICS]
+    lines = [
+        f"Variant of setting {var['setting']}: {changed}. Each arm here minus the same arm there, paired by "
+        "seed; last row: the change in Semi-PKD's edge (this setting's Semi-PKD − labelled-only minus that one's).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|:--|" + "|".join(["--:"] * (len(header) - 1)) + "|",
+    ]
+    rows = [(f"{_CLAIM_ARM_LABELS.get(arm, arm)}: {name} − {var['setting']}", var["arms"][arm])
+            for arm in _ordered(var["arms"], _CLAIM_ARMS)]
+    rows.append((f"Semi-PKD's edge: {name} − {var['setting']}", var["gap"]))
+    for label, tree in rows:
+        cells = []
+        for p in protos:
+            for m in _CLAIM_METRICS:
+                d = tree.get(p, {}).get(m)
+                cells.append(f"{_pm(d, signed=True)}: {d['verdict']}" if d else "–")
+        lines.append("| " + " | ".join([label] + cells) + " |")
+    lines.append("")
+    return lines
 
 
 def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> list[str]:

@@ -347,6 +347,66 @@ def test_upper_bound_refusals(tmp_path, rows, capsys):
     assert "c100lr" not in got and "c100c" not in got  # a refused setting is not written
 
 
+def _variant_rows(rows, numbers, **student):
+    """The three-seed grid with hand-written numbers and ``student`` params (a variant setting)."""
+    out = _hand_rows(copy.deepcopy(rows), numbers)
+    for state in [out[0]] + [_exp(out, GRID[k])["revs"][0] for k in GRID]:
+        _params(state)["student"] = dict(student)
+    return out
+
+
+def test_variant_of_on_hand_written_numbers(tmp_path, rows, capsys):
+    """--variant-of: each arm this minus base, paired by seed, and the change of Semi-PKD's edge;
+    the teacher, untouched by the change, differs by exactly 0; recomputed when the base changes."""
+    base = {"student": {"cc": [0.75, 0.76, 0.73], "kld": [0.7, 0.8, 0.9]},
+            "student_no_pseudo": {"cc": [0.70, 0.71, 0.69], "kld": [1.5, 1.5, 1.6]}}
+    assert _run(tmp_path, _hand_rows(copy.deepcopy(rows), base), "relu")[0] == 0
+    swish = {"student": {"cc": [0.77, 0.77, 0.76], "kld": [0.6, 0.6, 0.7]},
+             "student_no_pseudo": {"cc": [0.74, 0.75, 0.73], "kld": [0.6, 0.7, 0.6]}}
+    rc, out = _run(tmp_path, _variant_rows(rows, swish, decoder_act="swish"), "swish", "--variant-of", "relu")
+    assert rc == 0
+    var = json.loads(out.read_text())["settings"]["swish"]["variant_of"]
+    assert var["setting"] == "relu" and var["differs"] == {"student.decoder_act": ["swish", "(absent)"]}
+    semi, lo = var["arms"]["semi_pkd"]["benchmark"], var["arms"]["labelled_only"]["benchmark"]
+    assert semi["cc"]["values"] == pytest.approx([0.02, 0.01, 0.03]) and semi["cc"]["verdict"] == "swish better"
+    assert semi["cc"]["mean"] == pytest.approx(0.02) and semi["cc"]["std"] == pytest.approx(0.01)
+    assert lo["kld"]["values"] == pytest.approx([-0.9, -0.8, -1.0]) and lo["kld"]["verdict"] == "swish better"
+    teacher = var["arms"]["teacher"]["benchmark"]["cc"]
+    assert teacher["values"] == [0.0, 0.0, 0.0] and teacher["verdict"] == "within spread"
+    # the edge: this (semi - lo) minus base's, by seed: cc (.03,.02,.03) - (.05,.05,.04)
+    gap = var["gap"]["benchmark"]
+    assert gap["cc"]["values"] == pytest.approx([-0.02, -0.03, -0.01])
+    assert gap["cc"]["verdict"] == "Semi-PKD's edge larger in relu"
+    assert gap["kld"]["values"] == pytest.approx([0.8, 0.6, 0.8]) and gap["kld"]["verdict"] == "Semi-PKD's edge larger in relu"
+    assert "variant of setting 'relu': student.decoder_act \"swish\"" in capsys.readouterr().out
+    md = report.render_claim_section(report.load_claim(out))
+    assert "Variant of setting relu: `student.decoder_act` \"swish\" (there \"(absent)\")" in md
+    assert "| Labelled-only student (ablation): swish − relu | +0.0400 ± 0.0000 (3): swish better |" in md
+    # kept when collected again without the flag; recomputed when the base is collected again
+    assert _run(tmp_path, _variant_rows(rows, swish, decoder_act="swish"), "swish")[0] == 0
+    assert json.loads(out.read_text())["settings"]["swish"]["variant_of"] == var
+    base["student_no_pseudo"]["cc"] = [0.80, 0.81, 0.79]
+    assert _run(tmp_path, _hand_rows(copy.deepcopy(rows), base), "relu")[0] == 0
+    again = json.loads(out.read_text())["settings"]["swish"]["variant_of"]["arms"]["labelled_only"]["benchmark"]["cc"]
+    assert again["values"] == pytest.approx([-0.06, -0.06, -0.06]) and again["verdict"] == "relu better"
+
+
+def test_variant_of_refusals(tmp_path, rows, capsys):
+    assert _run(tmp_path, rows, "relu")[0] == 0
+    same = _hand_rows(copy.deepcopy(rows), {"student": {"cc": [0.7, 0.7, 0.7]}})
+    assert _run(tmp_path, same, "again", "--variant-of", "relu")[0] == 2
+    assert "the same params as this one" in capsys.readouterr().err
+    assert _run(tmp_path, _variant_rows(rows, {}, decoder_act="swish"), "swish", "--variant-of", "nothere")[0] == 2
+    assert "'nothere' as its base setting (--variant-of), which is not another setting" in capsys.readouterr().err
+    # no seed in common: nothing can be paired
+    other_seeds = _variant_rows(rows, {}, decoder_act="swish")
+    for k in GRID:
+        _params(_exp(other_seeds, GRID[k])["revs"][0])["seed"] = 10 + k
+    assert _run(tmp_path, other_seeds, "swish", "--variant-of", "relu")[0] == 2
+    assert "shares fewer than 2 seeds" in capsys.readouterr().err
+    assert set(json.loads((tmp_path / "claim.json").read_text())["settings"]) == {"relu"}
+
+
 def _png(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return mpimg.imread(path).shape
