@@ -342,6 +342,15 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
     return arms, paired
 
 
+def _by_seed(stats: Mapping[str, Any]) -> dict[Any, float]:
+    return dict(zip(stats["seeds"], stats["values"]))
+
+
+def _shown(diff: Mapping[str, list]) -> str:
+    """``key this (there that)`` for each differing param of a :func:`params_diff`."""
+    return ", ".join(f"{k} {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in sorted(diff.items()))
+
+
 def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: str,
                 diff: Mapping[str, list]) -> dict[str, Any]:
     """The share of the upper bound's gain that ``entry`` (a label-scarce setting) recovers; see
@@ -352,8 +361,7 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
                          "learns from more labels")
     extra = {k: v for k, v in diff.items() if k not in SUBSET_KEYS}
     if extra:
-        shown = ", ".join(f"{k} {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in sorted(extra.items()))
-        raise ClaimError(f"setting {bound_name!r} differs from this one in more than the labelled subset: {shown}; "
+        raise ClaimError(f"setting {bound_name!r} differs from this one in more than the labelled subset: {_shown(extra)}; "
                          "an upper bound is the same recipe with every label")
     metrics: dict[str, dict] = {}
     for proto, per in entry["paired"].items():
@@ -363,7 +371,7 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
             semi = entry["arms"][PAIR[0]][proto][m]
             if up is None:
                 continue
-            upv, lov, sv = (dict(zip(s["seeds"], s["values"])) for s in (up, lo, semi))
+            upv, lov, sv = (_by_seed(s) for s in (up, lo, semi))
             seeds = [s for s in lo["seeds"] if s in upv and s in sv]
             gain = [upv[s] - lov[s] for s in seeds]
             rec = [sv[s] - lov[s] for s in seeds]
@@ -384,10 +392,6 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
     return {"setting": bound_name, "arm": UPPER_ARM, "differs": dict(diff), "metrics": metrics}
 
 
-def _by_seed(stats: Mapping[str, Any]) -> dict[Any, float]:
-    return dict(zip(stats["seeds"], stats["values"]))
-
-
 def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str,
             labels: tuple[str, str]) -> dict[str, Any] | None:
     """``ours - theirs`` paired by seed (stats, ``better``, ``verdict``); None under 2 shared seeds."""
@@ -401,6 +405,20 @@ def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str,
     return stats
 
 
+def _paired_tree(ours: Mapping[str, Mapping], theirs: Mapping[str, Mapping],
+                 labels: tuple[str, str]) -> dict[str, dict]:
+    """:func:`_paired` for every protocol and metric of ``ours`` ({protocol: {metric: stats}})
+    that ``theirs`` has too, where at least 2 seeds pair up."""
+    out: dict[str, dict] = {}
+    for proto, per in ours.items():
+        for m, stats in per.items():
+            other = theirs.get(proto, {}).get(m)
+            got = _paired(stats, other, m, labels) if other else None
+            if got:
+                out.setdefault(proto, {})[m] = got
+    return out
+
+
 def variant_of(entry: Mapping[str, Any], base: Mapping[str, Any], base_name: str,
                diff: Mapping[str, list], name: str) -> dict[str, Any]:
     """Setting ``name`` (``entry``) against ``base``, the setting it varies; see the module
@@ -410,25 +428,13 @@ def variant_of(entry: Mapping[str, Any], base: Mapping[str, Any], base_name: str
         raise ClaimError(f"setting {base_name!r} has the same params as this one (seed aside); a variant "
                          "changes at least one")
     labels = (f"{name} better", f"{base_name} better")
-    arms: dict[str, dict] = {}
-    for arm in VARIANT_ARMS:
-        for proto, per in entry["arms"].get(arm, {}).items():
-            for m, ours in per.items():
-                theirs = base["arms"].get(arm, {}).get(proto, {}).get(m)
-                got = _paired(ours, theirs, m, labels) if theirs else None
-                if got:
-                    arms.setdefault(arm, {}).setdefault(proto, {})[m] = got
+    arms = {arm: tree for arm in VARIANT_ARMS
+            if (tree := _paired_tree(entry["arms"].get(arm, {}), base["arms"].get(arm, {}), labels))}
     if not arms:
         raise ClaimError(f"setting {base_name!r} shares fewer than 2 seeds with this one on every arm, protocol "
                          "and metric; a variant is compared paired by seed")
-    gap: dict[str, dict] = {}
     edge = (f"Semi-PKD's edge larger in {name}", f"Semi-PKD's edge larger in {base_name}")
-    for proto, per in entry["paired"].items():
-        for m, ours in per.items():
-            theirs = base["paired"].get(proto, {}).get(m)
-            got = _paired(ours, theirs, m, edge) if theirs else None
-            if got:
-                gap.setdefault(proto, {})[m] = got
+    gap = _paired_tree(entry["paired"], base["paired"], edge)
     return {"setting": base_name, "differs": dict(diff), "arms": arms, "gap": gap}
 
 
@@ -513,8 +519,7 @@ def variant_table(entry: Mapping[str, Any]) -> list[str]:
     var = entry.get("variant_of")
     if not var:
         return []
-    changed = ", ".join(f"{k} {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in var["differs"].items())
-    lines = [f"  variant of setting {var['setting']!r}: {changed}; this minus that, paired by seed"]
+    lines = [f"  variant of setting {var['setting']!r}: {_shown(var['differs'])}; this minus that, paired by seed"]
     for arm, per_arm in list(var["arms"].items()) + [("gap", var["gap"])]:
         for proto, per in per_arm.items():
             for m, d in per.items():

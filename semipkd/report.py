@@ -744,6 +744,15 @@ def _check_stats(stats: Any, where: str) -> None:
                                f"and {len(stats['seeds'])} seeds")
 
 
+def _check_verdicts(tree: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    """Paired-difference stats ({protocol: {metric: stats + verdict}}), each checked."""
+    for proto, per in tree.items():
+        for m, stats in per.items():
+            _check_stats(stats, f"{where}/{proto}/{m}")
+            if "verdict" not in stats:
+                raise ClaimFormatError(f"{where}/{proto}/{m} has no verdict")
+
+
 def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     """Read the seeded study written by ``benchmarks/claim.py`` and check its shape.
 
@@ -774,11 +783,7 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
             for proto, per in per_arm.items():
                 for m, stats in per.items():
                     _check_stats(stats, f"{where}: arms/{arm}/{proto}/{m}")
-        for proto, per in s["paired"].items():
-            for m, stats in per.items():
-                _check_stats(stats, f"{where}: paired/{proto}/{m}")
-                if "verdict" not in stats:
-                    raise ClaimFormatError(f"{where}: paired/{proto}/{m} has no verdict")
+        _check_verdicts(s["paired"], f"{where}: paired")
         ub = s.get("upper_bound")
         if ub is not None:
             if not isinstance(ub, Mapping) or not isinstance(ub.get("metrics"), Mapping) or "setting" not in ub:
@@ -794,11 +799,7 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
             if not isinstance(var, Mapping) or not {"setting", "differs", "arms", "gap"} <= set(var):
                 raise ClaimFormatError(f"{where}: variant_of needs 'setting', 'differs', 'arms' and 'gap'")
             for part, tree in list(var["arms"].items()) + [("gap", var["gap"])]:
-                for proto, per in tree.items():
-                    for m, stats in per.items():
-                        _check_stats(stats, f"{where}: variant_of/{part}/{proto}/{m}")
-                        if "verdict" not in stats:
-                            raise ClaimFormatError(f"{where}: variant_of/{part}/{proto}/{m} has no verdict")
+                _check_verdicts(tree, f"{where}: variant_of/{part}")
     return dict(data)
 
 
@@ -814,13 +815,18 @@ def _claim_protocols(setting: Mapping[str, Any]) -> list[str]:
     return _ordered({p for per in setting["arms"].values() for p in per} | set(setting["paired"]), _PROTOCOL_ORDER)
 
 
+def _diff_items(diff: Mapping[str, Sequence]) -> list[str]:
+    """``\`key\` this (there that)`` for each differing param ({key: [this, that]})."""
+    return [f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in diff.items()]
+
+
 def _differences_text(differs: Mapping[str, Mapping[str, Sequence]], limit: int = 6) -> list[str]:
     out = []
     for other, diff in differs.items():
         if not diff:
             out.append(f"the same params as {other} (seed aside)")
             continue
-        items = [f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in list(diff.items())[:limit]]
+        items = _diff_items(diff)[:limit]
         more = f" and {len(diff) - limit} more" if len(diff) > limit else ""
         out.append(f"vs {other}: " + ", ".join(items) + more)
     return out
@@ -877,7 +883,7 @@ def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[st
     """A variant against the setting it varies (claim.py --variant-of): per arm, this minus that."""
     if not var:
         return []
-    changed = ", ".join(f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in var["differs"].items())
+    changed = ", ".join(_diff_items(var["differs"]))
     header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}" for p in protos for m in _CLAIM_METRICS]
     lines = [
         f"Variant of setting {var['setting']}: {changed}. Each arm here minus the same arm there, paired by "

@@ -282,12 +282,18 @@ def test_merge_keeps_other_settings_and_says_how_they_differ(tmp_path, rows):
     assert again["settings"]["base"]["description"] == "the first" and again["settings"]["lr2"] == before
 
 
-def _subset_rows(rows, numbers, **data):
-    """The three-seed grid with hand-written numbers and ``data`` params (a label-scarce setting)."""
+def _section_rows(rows, numbers, section, **params):
+    """The three-seed grid with hand-written numbers and params.yaml's ``section`` set to
+    ``params`` in the workspace and every experiment (another setting)."""
     out = _hand_rows(copy.deepcopy(rows), numbers)
     for state in [out[0]] + [_exp(out, GRID[k])["revs"][0] for k in GRID]:
-        _params(state)["data"] = dict(data)
+        _params(state)[section] = dict(params)
     return out
+
+
+def _subset_rows(rows, numbers, **data):
+    """A label-scarce setting: ``data`` params set."""
+    return _section_rows(rows, numbers, "data", **data)
 
 
 def test_upper_bound_share_on_hand_written_numbers(tmp_path, rows, capsys):
@@ -348,11 +354,8 @@ def test_upper_bound_refusals(tmp_path, rows, capsys):
 
 
 def _variant_rows(rows, numbers, **student):
-    """The three-seed grid with hand-written numbers and ``student`` params (a variant setting)."""
-    out = _hand_rows(copy.deepcopy(rows), numbers)
-    for state in [out[0]] + [_exp(out, GRID[k])["revs"][0] for k in GRID]:
-        _params(state)["student"] = dict(student)
-    return out
+    """A variant setting: ``student`` params set."""
+    return _section_rows(rows, numbers, "student", **student)
 
 
 def test_variant_of_on_hand_written_numbers(tmp_path, rows, capsys):
