@@ -13,11 +13,15 @@ exactly ``ema_mix``. This script measures both on a finished run's workspace:
   last features (``decoder.refine``, a ReLU) are all exactly 0. The head is a bias-free 3x3
   convolution before the sigmoid (as in the paper code's decoder), so such a pixel (and its
   3x3 neighbourhood) outputs sigmoid(0) = 0.5 exactly and passes no gradient back: a floor
-  the loss cannot lower, whatever the EMA mix.
+  the loss cannot lower, whatever the EMA mix;
+* the wider resting state of the same head: the share of each val map's pixels within ``--tol``
+  (0.01) of 0.5. A Swish decoder never outputs exactly 0.5 but can rest near it as much as a
+  ReLU one (docs/real_osie.md, "Setting c100 with a Swish decoder"); a map half at 0.5 spreads
+  its mass almost uniformly, which is the students' high-KLD state.
 
 Writes ``reports/benchmarks/ema_mix.json`` (medians and quartiles) and prints them.
 
-Usage: python benchmarks/ema_mix.py [--workspace DIR] [--mix 0.5] [--output FILE]
+Usage: python benchmarks/ema_mix.py [--workspace DIR] [--mix 0.5] [--tol 0.01] [--output FILE]
 """
 
 from __future__ import annotations
@@ -65,10 +69,19 @@ def dead_head_share(model, images: torch.Tensor, batch: int = 16) -> torch.Tenso
     return torch.cat(shares)
 
 
+def half_background_share(maps: torch.Tensor, tol: float = 0.01) -> torch.Tensor:
+    """Per map (N, H, W), the share of pixels within ``tol`` of 0.5: the bias-free head's
+    resting output sigmoid(~0), whatever the decoder's activation."""
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got {tuple(maps.shape)}")
+    return ((maps.float() - 0.5).abs() <= tol).flatten(1).float().mean(dim=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workspace", default=".", help="a finished run's repo folder (params.yaml, models/, data/)")
     ap.add_argument("--mix", type=float, default=None, help="ema_mix (default: distill.ema_mix of its params)")
+    ap.add_argument("--tol", type=float, default=0.01, help="half-background: |map - 0.5| <= tol")
     ap.add_argument("--output", default=str(ROOT / "reports/benchmarks/ema_mix.json"))
     args = ap.parse_args(argv)
     ws = Path(args.workspace)
@@ -93,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     if tuple(val_images.shape[-2:]) != tuple(t_in):
         val_images = torch.nn.functional.interpolate(val_images, size=tuple(t_in), mode="bilinear", align_corners=False)
     teacher_val = _predict(teacher, val_images, size)
-    dead = {}
+    dead, half = {}, {}
     for name in ("student", "student_no_pseudo"):
         if (ws / "models" / f"{name}.pt").is_file():
             model = load_model(ws / "models" / f"{name}.pt").eval()
             dead[name] = _quartiles(dead_head_share(model, val_images_student).numpy())
+            half[name] = _quartiles(half_background_share(_predict(model, val_images_student, size), args.tol).numpy())
     out = {
         "workspace_params": {"data.labelled": params.data.labelled, "prepare.output_size": list(size), "ema_mix": mix},
         "teacher_peak_pool": _quartiles(teacher_maps.amax(dim=(1, 2)).numpy()),
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_mass_share_raw": _quartiles(share_raw),
         "teacher_mass_share_normalized": mix,
         "students_dead_decoder_pixel_share_val": dead,
+        "students_half_background_share_val": {"tol": args.tol, **half},
         "note": "EMA proxy = the final student (models/student.pt); the EMA itself is not kept after a run",
     }
     atomic_write_json(Path(args.output), out)

@@ -416,7 +416,8 @@ def _kill_refine(model):
 def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
     """benchmarks/ema_mix.py counts decoder pixels whose ReLU features are all 0: there the
     bias-free head outputs sigmoid(0) = 0.5 exactly. Known answers: refine weights all negative on
-    a non-negative input -> every pixel dead and every output 0.5; all positive -> none dead."""
+    a non-negative input -> every pixel dead and every output 0.5; all positive -> none dead; and
+    the share of a map's pixels near 0.5 (its resting state) on hand-made maps."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("ema_mix_bench", Path(__file__).resolve().parents[1] / "benchmarks/ema_mix.py")
@@ -432,6 +433,12 @@ def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
         conv.weight.copy_(conv.weight.abs() + 1e-3)
         assert torch.equal(bench.dead_head_share(model, images), torch.zeros(2))
         assert torch.all(model(images) != 0.5)
+    # the wider resting state, |map - 0.5| <= tol: hand-made maps with known shares
+    maps = torch.tensor([[[0.5, 0.505], [0.515, 0.9]], [[0.495, 0.5], [0.5, 0.499]], [[0.0, 1.0], [0.2, 0.8]]])
+    assert torch.equal(bench.half_background_share(maps), torch.tensor([0.5, 1.0, 0.0]))
+    assert torch.equal(bench.half_background_share(maps, tol=0.02), torch.tensor([0.75, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="N, H, W"):
+        bench.half_background_share(maps[0])
 
 
 def test_decoder_act_swish_cannot_die_into_the_05_floor_and_round_trips(tmp_path):
