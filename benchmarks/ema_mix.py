@@ -17,7 +17,8 @@ exactly ``ema_mix``. This script measures both on a finished run's workspace:
 * the wider resting state of the same head: the share of each val map's pixels within ``--tol``
   (0.01) of 0.5. A Swish decoder never outputs exactly 0.5 but can rest near it as much as a
   ReLU one (docs/real_osie.md, "Setting c100 with a Swish decoder"); a map half at 0.5 spreads
-  its mass almost uniformly, which is the students' high-KLD state.
+  its mass almost uniformly, which is the students' high-KLD state; and each map's 10th
+  percentile (its background level, wherever it rests).
 
 Writes ``reports/benchmarks/ema_mix.json`` (medians and quartiles) and prints them.
 
@@ -106,12 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     if tuple(val_images.shape[-2:]) != tuple(t_in):
         val_images = torch.nn.functional.interpolate(val_images, size=tuple(t_in), mode="bilinear", align_corners=False)
     teacher_val = _predict(teacher, val_images, size)
-    dead, half = {}, {}
+    dead, half, floor = {}, {}, {}
     for name in ("student", "student_no_pseudo"):
         if (ws / "models" / f"{name}.pt").is_file():
             model = load_model(ws / "models" / f"{name}.pt").eval()
             dead[name] = _quartiles(dead_head_share(model, val_images_student).numpy())
-            half[name] = _quartiles(half_background_share(_predict(model, val_images_student, size), args.tol).numpy())
+            maps = _predict(model, val_images_student, size)
+            half[name] = _quartiles(half_background_share(maps, args.tol).numpy())
+            floor[name] = _quartiles(torch.quantile(maps.flatten(1).float(), 0.1, dim=1).numpy())
     out = {
         "workspace_params": {"data.labelled": params.data.labelled, "prepare.output_size": list(size), "ema_mix": mix},
         "teacher_peak_pool": _quartiles(teacher_maps.amax(dim=(1, 2)).numpy()),
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_mass_share_normalized": mix,
         "students_dead_decoder_pixel_share_val": dead,
         "students_half_background_share_val": {"tol": args.tol, **half},
+        "students_map_p10_val": floor,
         "note": "EMA proxy = the final student (models/student.pt); the EMA itself is not kept after a run",
     }
     atomic_write_json(Path(args.output), out)
