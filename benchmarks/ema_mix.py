@@ -51,23 +51,30 @@ def _quartiles(x: np.ndarray) -> dict:
 
 
 @torch.inference_mode()
-def _predict(model, images: torch.Tensor, size, batch: int = 16) -> torch.Tensor:
-    model.output_size = tuple(size)
+def _predict(model, images: torch.Tensor, size=None, batch: int = 16) -> torch.Tensor:
+    if size is not None:
+        model.output_size = tuple(size)
     return torch.cat([model(images[i : i + batch]).float() for i in range(0, len(images), batch)])
 
 
-def dead_head_share(model, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """Per image, the share of decoder pixels whose ``refine`` features are all exactly 0 (so the
-    bias-free head's logit there is 0 once its 3x3 neighbours are dead too)."""
+def predict_with_dead_share(model, images: torch.Tensor, size=None,
+                            batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's maps and, per image, the share of decoder pixels whose ``refine`` features are
+    all exactly 0 (so the bias-free head's logit there is 0 once its 3x3 neighbours are dead too),
+    from one forward pass."""
     shares = []
     handle = model.decoder.refine.register_forward_hook(
         lambda mod, inp, out: shares.append((out.abs().amax(dim=1) == 0).flatten(1).float().mean(dim=1)))
     try:
-        for i in range(0, len(images), batch):
-            model(images[i : i + batch])
+        maps = _predict(model, images, size, batch)
     finally:
         handle.remove()
-    return torch.cat(shares)
+    return maps, torch.cat(shares)
+
+
+def dead_head_share(model, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Per image, the dead ``refine`` pixel share of :func:`predict_with_dead_share`."""
+    return predict_with_dead_share(model, images, batch=batch)[1]
 
 
 def half_background_share(maps: torch.Tensor, tol: float = 0.01) -> torch.Tensor:
@@ -76,6 +83,14 @@ def half_background_share(maps: torch.Tensor, tol: float = 0.01) -> torch.Tensor
     if maps.ndim != 3:
         raise ValueError(f"maps must be (N, H, W), got {tuple(maps.shape)}")
     return ((maps.float() - 0.5).abs() <= tol).flatten(1).float().mean(dim=1)
+
+
+def background_level(maps: torch.Tensor, q: float = 0.1) -> torch.Tensor:
+    """Per map (N, H, W), its ``q`` quantile: where the map's background rests (near 0.5 in the
+    students' high-KLD state, near 0 out of it)."""
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got {tuple(maps.shape)}")
+    return torch.quantile(maps.flatten(1).float(), q, dim=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("student", "student_no_pseudo"):
         if (ws / "models" / f"{name}.pt").is_file():
             model = load_model(ws / "models" / f"{name}.pt").eval()
-            dead[name] = _quartiles(dead_head_share(model, val_images_student).numpy())
-            maps = _predict(model, val_images_student, size)
+            maps, dead_share = predict_with_dead_share(model, val_images_student, size)
+            dead[name] = _quartiles(dead_share.numpy())
             half[name] = _quartiles(half_background_share(maps, args.tol).numpy())
-            floor[name] = _quartiles(torch.quantile(maps.flatten(1).float(), 0.1, dim=1).numpy())
+            floor[name] = _quartiles(background_level(maps).numpy())
     out = {
         "workspace_params": {"data.labelled": params.data.labelled, "prepare.output_size": list(size), "ema_mix": mix},
         "teacher_peak_pool": _quartiles(teacher_maps.amax(dim=(1, 2)).numpy()),

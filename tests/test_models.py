@@ -439,6 +439,14 @@ def test_dead_refine_features_give_the_exact_05_floor_that_ema_mix_measures():
     assert torch.equal(bench.half_background_share(maps, tol=0.02), torch.tensor([0.75, 1.0, 0.0]))
     with pytest.raises(ValueError, match="N, H, W"):
         bench.half_background_share(maps[0])
+    # the background level, a per-map quantile: 10 values 0.0..0.9 -> 0.1 quantile 0.09 (linear)
+    ramp = torch.arange(10, dtype=torch.float32).div(10).reshape(1, 2, 5)
+    assert torch.allclose(bench.background_level(ramp), torch.tensor([0.09]))
+    assert torch.equal(bench.background_level(torch.full((2, 3, 3), 0.5)), torch.tensor([0.5, 0.5]))
+    # one forward pass gives the same maps and dead shares as the two separate measurements
+    with torch.no_grad():
+        maps2, dead2 = bench.predict_with_dead_share(model, images)
+        assert torch.equal(maps2, model(images)) and torch.equal(dead2, bench.dead_head_share(model, images))
 
 
 def test_decoder_act_swish_cannot_die_into_the_05_floor_and_round_trips(tmp_path):
