@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +36,33 @@ __all__ = [
     "sha256_file",
     "sha256_bytes",
 ]
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where the kernel reports it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the portable way, by setting and restoring it
+    os.umask(mask)
+    return mask
+
+
+def _as_if_opened(path: Path, dest: Path, *, folder: bool = False) -> None:
+    """Give ``path`` the mode writing ``dest`` in place would have given it.
+
+    That is ``dest``'s own mode when it exists (``open(dest, "w")`` keeps it), else 0o666 (0o777 for
+    a folder) less the umask. ``tempfile.mkstemp``/``mkdtemp`` create 0o600/0o700 and the rename
+    keeps the mode, so without this every output would be unreadable by the machine's other users.
+    """
+    try:
+        mode = stat.S_IMODE(dest.stat().st_mode)
+    except FileNotFoundError:
+        mode = (0o777 if folder else 0o666) & ~_umask()
+    os.chmod(path, mode)
 
 
 class WriteError(SemipkdError, OSError):
@@ -61,6 +89,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _as_if_opened(tmp_path, dest)
         os.replace(tmp_path, dest)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -87,6 +116,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _as_if_opened(tmp, dest, folder=True)
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
