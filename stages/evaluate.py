@@ -48,6 +48,12 @@ def run(params: Params, item: str | None) -> None:
         input_size = output_size = params.prepare.benchmark_size
         out = Path("reports/evaluate")
         what = f"{name} val"
+    # The models first: a file that cannot be loaded stops the stage before any data is read.
+    predictors = {
+        TEACHER: load_model(require_file("models/teacher.pt", hint)),
+        **{k: load_model(require_file(path, hint)) for k, path in students.items()},
+        CENTER_BIAS: CENTER_BIAS,
+    }
     device = select_device(params.device)
     samples = open_benchmark(name, params.data.folder(name), "val", on_error=params.data.on_error)
     if params.data.on_error == "skip":
@@ -56,11 +62,6 @@ def run(params: Params, item: str | None) -> None:
         if samples.skipped:
             log.warning("%s/val: %d files skipped (data.on_error: skip): %s", name, len(samples.skipped),
                         "; ".join(f"{f}: {r}" for f, r in samples.skipped))
-    predictors = {
-        TEACHER: load_model(require_file("models/teacher.pt", hint)),
-        **{k: load_model(require_file(path, hint)) for k, path in students.items()},
-        CENTER_BIAS: CENTER_BIAS,
-    }
     result = evaluate_benchmark(
         predictors,
         samples,

@@ -20,6 +20,7 @@ from .optimize import OptimizedModel, optimize_for_inference
 from .cost import count_macs, count_params, profile
 from .registry import (
     BackboneSpec,
+    ModelFileError,
     SaliencyModel,
     build_imagenet_classifier,
     build_model,
@@ -33,6 +34,7 @@ from .registry import (
 __all__ = [
     "BackboneSpec",
     "Decoder",
+    "ModelFileError",
     "GaussianBlur",
     "Normalize",
     "OptimizedModel",

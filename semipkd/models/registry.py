@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..errors import SemipkdError
 from .backbones import (
     EEEA_C2,
     OFA_595,
@@ -41,6 +42,7 @@ __all__ = [
     "build_imagenet_classifier",
     "checkpoint_payload",
     "load_model",
+    "ModelFileError",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INCEPTION_MEAN",
@@ -232,45 +234,62 @@ def checkpoint_payload(model: nn.Module) -> dict[str, Any]:
     return {"model": m.state_dict(), "model_config": m.config}
 
 
+class ModelFileError(SemipkdError, ValueError):
+    """A model file that cannot be used: unreadable, truncated, foreign, or holding objects
+    other than tensors and plain data (refused, never unpickled). The message names the file."""
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
+    """``torch.load`` with the weights-only unpickler and nothing else.
+
+    A model file a user hands us is data, never code: the full unpickler would run whatever a
+    crafted file asks for. Every file this pipeline writes (models, resume checkpoints) holds
+    tensors and plain data only, so there is never a reason to fall back.
+    """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise
-        # Our own training checkpoints also hold optimizer/RNG state (numpy objects) that the
-        # weights-only unpickler refuses; these files are written by this pipeline.
-        log.info("%s holds more than tensors; loading it with the full unpickler", path)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        first = str(exc).split("\n", 3)
+        why = next((line.strip() for line in first[1:] if line.strip()), "")
+        raise ModelFileError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain data, "
+            f"which semipkd never unpickles (a model file could run code that way). {why}"
+        ) from None
 
 
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> SaliencyModel:
     """Rebuild a :class:`SaliencyModel` from a checkpoint written with :func:`checkpoint_payload`.
 
     No ImageNet weights are needed (the checkpoint holds all of them). Returns the model in eval
-    mode. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a truncated,
-    corrupt or foreign file, naming the file.
+    mode. Raises ``FileNotFoundError`` for a missing file and :class:`ModelFileError` (a
+    ``ValueError``) for a truncated, corrupt or foreign file, or one that holds anything but
+    tensors and plain data (loaded with ``weights_only=True`` only: it is refused, never
+    unpickled), naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         ckpt = _torch_load(path, map_location)
+    except ModelFileError:
+        raise
     except Exception as exc:  # zip/pickle/EOF errors for truncated or corrupt files
-        raise ValueError(f"checkpoint {path} is unreadable, truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(f"checkpoint {path} is unreadable, truncated or corrupt ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, Mapping) or "model" not in ckpt or "model_config" not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise ValueError(f"checkpoint {path} lacks 'model' and/or 'model_config' (has {keys})")
+        raise ModelFileError(f"checkpoint {path} lacks 'model' and/or 'model_config' (has {keys})")
     cfg = ckpt["model_config"]
     missing = [k for k in ("backbone", "width", "output_size") if not isinstance(cfg, Mapping) or k not in cfg]
     if missing:
-        raise ValueError(f"checkpoint {path}: model_config lacks {missing}")
+        raise ModelFileError(f"checkpoint {path}: model_config lacks {missing}")
     model = build_model(cfg["backbone"], output_size=tuple(cfg["output_size"]), width=float(cfg["width"]),
                         decoder_act=cfg.get("decoder_act"))
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise ValueError(f"checkpoint {path}: state dict does not fit {cfg}: {exc}") from exc
+        raise ModelFileError(f"checkpoint {path}: state dict does not fit {cfg}: {exc}") from exc
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
 
 
