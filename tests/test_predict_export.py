@@ -270,3 +270,31 @@ def test_export_refuses_a_graph_outside_tolerance(tmp_path, caplog):
     assert out.read_bytes() == before and not list(tmp_path.glob(".*"))
     assert export.main(["--model", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.onnx")]) == 2
     assert "missing.pt" in caplog.text and not (tmp_path / "x.onnx").exists()
+
+
+def test_export_keeps_only_warnings_about_the_users_model(student, tmp_path):
+    """Our own shape checks' TracerWarnings and the exporter's constant-folding note are known
+    and harmless (the graph is checked against PyTorch): a user's console does not see them.
+    A warning raised by a model's own layer still gets through."""
+    import warnings
+
+    from semipkd import export
+
+    model, _ = student
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+        def forward(self, x):
+            warnings.warn("about this model", UserWarning, stacklevel=1)
+            return torch.sigmoid(self.conv(x))[:, 0]
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export.export_onnx(model, tmp_path / "s.onnx", (32, 32))
+        ours = [str(w.message)[:80] for w in seen]
+        export.export_onnx(Noisy(), tmp_path / "n.onnx", (8, 8))
+    assert ours == [], ours
+    assert "about this model" in [str(w.message) for w in seen]
