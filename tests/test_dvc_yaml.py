@@ -182,3 +182,28 @@ def test_a_copy_of_the_repo_imports_its_own_package_not_the_installed_one(tmp_pa
                                       text=True, check=True).stdout.strip()
     assert run("with.py") == str((copy / PACKAGE).resolve())
     assert run("without.py") == installed.stdout.strip() != str((copy / PACKAGE).resolve())
+
+
+PARAM_FILES = ["params.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "params").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("name", PARAM_FILES)
+def test_params_files_are_written_the_way_dvc_writes_them_back(name, tmp_path):
+    """`dvc exp run -S k=v` rewrites the whole params file in its own form (block lists, empty
+    nulls); a file already in that form changes in the one value only, so an experiment's diff is
+    its change. Fix a file that fails with: python -c "from dvc.utils.hydra import
+    apply_overrides; apply_overrides('FILE', ['seed=SAME_SEED'])"."""
+    from dvc.utils.hydra import apply_overrides
+
+    src = REPO / name
+    text = src.read_text()
+    params = yaml.safe_load(text)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    apply_overrides(str(path), [f"seed={params['seed']}"])  # a no-op change, as DVC writes it
+    assert path.read_text() == text, f"{name} is not in the form DVC writes back"
+    width = params["student"]["width"]
+    apply_overrides(str(path), [f"student.width={width / 2}"])
+    changed = [(a, b) for a, b in zip(text.splitlines(), path.read_text().splitlines()) if a != b]
+    assert len(text.splitlines()) == len(path.read_text().splitlines())
+    assert len(changed) == 1 and changed[0][0].replace(f"width: {width}", f"width: {width / 2}") == changed[0][1], changed
