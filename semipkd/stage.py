@@ -21,7 +21,7 @@ from .errors import SemipkdError
 from .names import STUDENT, TEACHER
 from .runtime import seed_everything, setup_logging
 
-__all__ = ["StageError", "stage_main", "preflight", "require_file"]
+__all__ = ["CHECK_STAGE", "StageError", "stage_main", "preflight", "require_file"]
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,33 @@ def _check_models(params: Params) -> None:
             raise ConfigError(f"{role}.weights is set but {role}.pretrained is false; set pretrained: true or weights: null")
 
 
-def preflight(params: Params, stage: str) -> None:
-    """Checks every stage makes before heavy work: backbones exist, ImageNet weights that are
-    asked for can be found, real dataset folders exist. Raises :class:`ConfigError` with a
-    message that says what to fix."""
-    _check_models(params)
+#: The stage that checks the whole params.yaml before any other stage runs (dvc.yaml: every
+#: stage depends on its output, so DVC runs it first and stops there, before it deletes any other
+#: stage's outputs, when a param is wrong).
+CHECK_STAGE = "check_params"
+
+
+def _check_data_roots(params: Params) -> None:
+    """With ``data.source: real``, every dataset folder the pipeline will read exists."""
     data = params.data
-    if data.source == "real" and stage == "prepare":
-        names = list(dict.fromkeys([data.labelled, *data.benchmarks, "unlabeled"]))
-        missing = [f"{n} -> {data.folder(n)}" for n in names if not data.folder(n).is_dir()]
-        if missing:
-            raise ConfigError(
-                "data.source is 'real' but these dataset folders do not exist: " + "; ".join(missing)
-                + ". Put the datasets there (README: 'Real datasets') or set data.root / data.roots."
-            )
+    if data.source != "real":
+        return
+    names = list(dict.fromkeys([data.labelled, *data.benchmarks, "unlabeled"]))
+    missing = [f"{n} -> {data.folder(n)}" for n in names if not data.folder(n).is_dir()]
+    if missing:
+        raise ConfigError(
+            "data.source is 'real' but these dataset folders do not exist: " + "; ".join(missing)
+            + ". Put the datasets there (README: 'Real datasets') or set data.root / data.roots."
+        )
+
+
+def preflight(params: Params, stage: str) -> None:
+    """Checks a stage makes before heavy work: backbones exist, ImageNet weights that are asked
+    for can be found, and (for the stages that read them first) real dataset folders exist.
+    Raises :class:`ConfigError` with a message that says what to fix."""
+    _check_models(params)
+    if stage in (CHECK_STAGE, "prepare"):
+        _check_data_roots(params)
 
 
 def stage_main(name: str, run: Callable[[Params, str | None], None]) -> None:

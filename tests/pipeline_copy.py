@@ -91,6 +91,20 @@ def tracked_metrics(root: Path) -> list[Path]:
     return out
 
 
+def stage_names(root: Path) -> list[str]:
+    """Every stage of ``root``'s dvc.yaml as `dvc repro` names it (``foreach`` items as
+    ``stage@item``), in file order."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    names = []
+    for name, stage in stages.items():
+        if "foreach" in stage:
+            names += [f"{name}@{item}" for item in _lookup(params, stage["foreach"].strip("${} "))]
+        else:
+            names.append(name)
+    return names
+
+
 def _lookup(params: dict, dotted: str):
     """The value at a dotted params key (``data.benchmarks``)."""
     node = params
@@ -142,9 +156,14 @@ class Copy:
     def __init__(self, root: Path, params: dict, *, keep: tuple[str, ...] = KEEP) -> None:
         self.root, self.params = root, params
         self.env = make_copy(root, params, keep=keep)
+        #: Every stage a `dvc repro` through :meth:`repro` ran to the end in this copy.
+        self.ran: set[str] = set()
 
     def repro(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
-        return dvc(self.root, "repro", *targets, env=self.env, check=check)
+        proc = dvc(self.root, "repro", *targets, env=self.env, check=check)
+        if proc.returncode == 0:
+            self.ran |= set(ran_stages(proc.stdout))
+        return proc
 
     def cmd(self, *targets: str) -> list[str]:
         return [sys.executable, "-m", "dvc", "repro", *targets]

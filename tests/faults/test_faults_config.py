@@ -67,7 +67,7 @@ def test_misconfigured_params_fail_in_one_line_before_heavy_work(copy, case, req
         proc = dvc(root, "repro", env=env, check=False)
     finally:
         write_params(root, params)
-    line = _one_line_error(proc)
+    line = _one_line_error(proc, "check_params")  # first, before any output is deleted
     for text in must_say:
         assert text in line, (text, line)
     assert not (root / "data/prepared").exists() and not (root / "models").exists()
