@@ -592,3 +592,17 @@ def test_stored_settings_compare_as_the_current_code_reads_them():
     assert claim.params_diff(claim.reresolved(old), claim.reresolved(now)) == {}
     swish = {**now, "student.decoder_act": "swish"}
     assert claim.params_diff(claim.reresolved(old), claim.reresolved(swish)) == {"student.decoder_act": [None, "swish"]}
+
+
+def test_committed_claim_json_is_current(tmp_path):
+    """reports/real/claim.json loads under the current schema, quotes the current rule, and
+    recomputing it from its stored per-seed values changes nothing."""
+    committed = REPO / "reports/real/claim.json"
+    if not committed.is_file():
+        pytest.skip("no committed seeded study")
+    data = report.load_claim(committed)
+    assert data["rule"] == report.CLAIM_RULE
+    copy_ = tmp_path / "claim.json"
+    copy_.write_text(committed.read_text())
+    assert claim.main(["--recompute", "--out", str(copy_)]) == 0
+    assert json.loads(copy_.read_text()) == json.loads(committed.read_text())
