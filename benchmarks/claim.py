@@ -87,7 +87,7 @@ from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
 from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402
-from semipkd.stats import ALPHA, holm, paired_test  # noqa: E402
+from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402
 
 #: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
 ARMS = {"semi_pkd": STUDENT, "labelled_only": STUDENT_NO_PSEUDO, "teacher": TEACHER, "center_bias": CENTER_BIAS}
@@ -283,14 +283,18 @@ def select_setting(rows: Sequence[Mapping[str, Any]], benchmark: str) -> tuple[d
 
 
 def describe(values: Sequence[float], seeds: Sequence[Any]) -> dict[str, Any]:
-    """``{"mean", "std" (sample, ddof=1; None for n < 2), "n", "values", "seeds"}``."""
+    """``{"mean", "std" (sample, ddof=1; None for n < 2), "n", "values", "seeds", "ci95"}``;
+    ``ci95``: the 95% t-interval of the mean (:func:`semipkd.stats.mean_ci`; None for n < 2),
+    which claim.png draws as each arm's error bar."""
     arr = np.asarray(values, dtype=np.float64)
+    ci = mean_ci(arr)
     return {
         "mean": float(arr.mean()) if arr.size else None,
         "std": float(arr.std(ddof=1)) if arr.size >= 2 else None,
         "n": int(arr.size),
         "values": [float(v) for v in arr],
         "seeds": list(seeds),
+        "ci95": None if ci is None else [float(ci[0]), float(ci[1])],
     }
 
 

@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from semipkd.names import DATASET_LABELS, DATASETS, METRIC_NAMES, MODEL_KEYS, MODEL_LABELS, PROTOCOL_LABELS, PROTOCOLS, TABLE_METRICS  # noqa: E402
-from semipkd.stats import mean_ci  # noqa: E402
 
 __all__ = [
     "TABLE_METRICS",
@@ -787,7 +786,7 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
     ({protocol: {metric: stats + test + verdict}}), where stats is ``{mean, std, n, values,
-    seeds}`` and test is ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the
+    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the
     t-test of :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
     differs, metrics: {protocol: {metric: {upper: stats, gain: stats + test + verdict, recovered:
     stats + test, share: stats, share_of_means}}}}),
@@ -1020,7 +1019,7 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
                     continue
                 ax.scatter(np.full(st["n"], float(i)), st["values"], s=16, color=colors[i], alpha=0.7, zorder=2,
                            label="seeds" if i == 0 else None)
-                ci = mean_ci(st["values"])
+                ci = st.get("ci95")  # the t-interval of the arm's mean (benchmarks/claim.py)
                 yerr = [[st["mean"] - ci[0]], [ci[1] - st["mean"]]] if ci else 0.0
                 ax.errorbar(i + 0.2, st["mean"], yerr=yerr, fmt="o", color="black", capsize=4, markersize=4,
                             zorder=3, label="mean, 95% CI" if i == 0 else None)

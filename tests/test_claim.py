@@ -121,6 +121,10 @@ def test_known_answers_from_the_fixture(tmp_path, rows, capsys):
                 assert got["values"] == values and got["seeds"] == [1, 2, 3] and got["n"] == 3
                 assert got["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
                 assert got["std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
+                half = T975[2] * statistics.stdev(values) / math.sqrt(3)  # claim.png's error bar
+                low, high = got["ci95"]
+                assert (high - low) / 2 == pytest.approx(half, rel=1e-9, abs=1e-15)
+                assert (high + low) / 2 == pytest.approx(got["mean"], abs=1e-12)
     for proto in ("benchmark", "model_resolution"):
         for m in ("cc", "kld", "nss"):
             d = [_scores(rows, GRID[k])["student"][proto][m] - _scores(rows, GRID[k])["student_no_pseudo"][proto][m]
