@@ -25,7 +25,9 @@ metric, paired by seed, it writes the upper bound's gain ``gain = OTHER's labell
 labelled_only``, what pseudo-labels recovered ``recovered = semi_pkd - labelled_only`` and the
 share ``recovered / gain`` (per seed, and as the ratio of the two means, which a seed with a tiny
 gain cannot blow up). The ratio is direction-free: for KLD both differences are negative when
-things improve. The bound is recomputed whenever either setting is collected again.
+things improve. Gain and recovered are paired differences with the test below and a verdict
+(the gains are one comparison, the recovered differences another), the share none (a ratio of means says nothing about its
+spread). The bound is recomputed whenever either setting is collected again.
 
 With ``--variant-of BASE`` (a setting already in the output) the setting is BASE with some params
 changed (any: they are listed under ``differs``), e.g. ``-S student.decoder_act=swish``. Per arm
@@ -41,9 +43,24 @@ both students, or when an experiment of the setting lacks the metrics file.
 Per arm (``semi_pkd`` = ``student``, ``labelled_only`` = ``student_no_pseudo``, ``teacher``,
 ``center_bias``), protocol and metric it writes the values by seed, their mean and sample std
 (ddof=1). The paired differences semi_pkd minus labelled_only, paired by seed (only seeds that
-both arms have), get the same summary and a verdict. The rule: an arm is *better* when
-|mean of the paired differences| > their std, in the metric's direction (KLD: lower is better;
-every other metric: higher); otherwise the verdict is ``within spread``.
+both arms have), get the same summary plus a two-sided paired t-test (:func:`paired_stats`, the
+one function every paired difference of the file goes through: ``ci95`` the 95% confidence
+interval of the mean, ``t``, ``df``, ``p``, ``test`` its name) and a verdict (:func:`judge`).
+The rule (:data:`semipkd.report.CLAIM_RULE`, quoted in the file): the primary comparisons, named
+before looking, are CC and KLD under the benchmark protocol; a primary verdict names the better
+arm only when the 95% CI excludes 0. Every other metric and protocol is secondary: its p-values
+are Holm-adjusted (``p_holm``) across the secondary metrics of the same comparison (the paired
+block, one variant arm, the gap, the upper bound's gain) and protocol, and its verdict names the
+better arm only when ``p_holm`` < 0.05. Better is in the metric's direction (KLD: lower; every
+other metric: higher); otherwise ``within spread``. With every difference equal (std 0) the CI
+is the point mean and the verdict follows its sign; with fewer than 2 pairs, ``too few pairs``.
+
+``--recompute`` collects nothing: it summarises every setting of ``--out`` again from the
+per-seed values the file stores (each arm's ``values`` and ``seeds``) with the current rule
+(arms, paired, variant and upper-bound blocks) and writes it back. It is how a change of rule
+reaches settings whose experiments are gone:
+
+    python benchmarks/claim.py --recompute        # rewrites reports/real/claim.json
 
 The setting is merged into ``settings[NAME]`` of the output (other settings kept, each one's
 params differences from the others recomputed), written atomically; the ``report`` stage renders
@@ -69,7 +86,8 @@ from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402
 from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
-from semipkd.report import CLAIM_FILE, CLAIM_RULE  # noqa: E402
+from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402
+from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402
 
 #: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
 ARMS = {"semi_pkd": STUDENT, "labelled_only": STUDENT_NO_PSEUDO, "teacher": TEACHER, "center_bias": CENTER_BIAS}
@@ -265,14 +283,18 @@ def select_setting(rows: Sequence[Mapping[str, Any]], benchmark: str) -> tuple[d
 
 
 def describe(values: Sequence[float], seeds: Sequence[Any]) -> dict[str, Any]:
-    """``{"mean", "std" (sample, ddof=1; None for n < 2), "n", "values", "seeds"}``."""
+    """``{"mean", "std" (sample, ddof=1; None for n < 2), "n", "values", "seeds", "ci95"}``;
+    ``ci95``: the 95% t-interval of the mean (:func:`semipkd.stats.mean_ci`; None for n < 2),
+    which claim.png draws as each arm's error bar."""
     arr = np.asarray(values, dtype=np.float64)
+    ci = mean_ci(arr)
     return {
         "mean": float(arr.mean()) if arr.size else None,
         "std": float(arr.std(ddof=1)) if arr.size >= 2 else None,
         "n": int(arr.size),
         "values": [float(v) for v in arr],
         "seeds": list(seeds),
+        "ci95": None if ci is None else [float(ci[0]), float(ci[1])],
     }
 
 
@@ -290,25 +312,54 @@ def direction(metric: str) -> str | None:
     return "higher" if metric in METRIC_NAMES else None
 
 
-def verdict(stats: Mapping[str, Any], better: str | None,
-            labels: tuple[str, str] = (f"{PAIR[0]} better", f"{PAIR[1]} better")) -> str:
-    """The rule of :data:`semipkd.report.CLAIM_RULE` applied to paired-difference stats
-    (first minus second); ``labels``: what to say when the first or the second side wins."""
-    mean, std = stats["mean"], stats["std"]
-    if std is None:
+def paired_stats(values: Sequence[float], seeds: Sequence[Any], metric: str) -> dict[str, Any]:
+    """The one summary of a paired difference (per-seed ``values`` = first minus second), used by
+    the paired, variant, gap and upper-bound blocks: :func:`describe` plus the paired t-test of
+    :func:`semipkd.stats.paired_test` (``ci95``, ``t``, ``df``, ``p``, ``test``) and ``better``
+    (the metric's direction). The verdict comes from :func:`judge`, which sees the whole family."""
+    return {**describe(values, seeds), **paired_test(values), "better": direction(metric)}
+
+
+def verdict(stats: Mapping[str, Any], labels: tuple[str, str] = (f"{PAIR[0]} better", f"{PAIR[1]} better")) -> str:
+    """The rule of :data:`semipkd.report.CLAIM_RULE` applied to one judged paired difference
+    (:func:`paired_stats` with ``primary`` and, for a secondary, ``p_holm``); ``labels``: what to
+    say when the first or the second side wins."""
+    if stats["p"] is None:
         return "too few pairs"
-    if abs(mean) <= std:
+    if stats["primary"]:
+        low, high = stats["ci95"]
+        significant = low > 0 or high < 0
+    else:
+        significant = stats["p_holm"] < ALPHA
+    if not significant:
         return "within spread"
-    if better is None:
+    if stats["better"] is None:
         return "differs, direction unknown"
-    first_wins = mean > 0 if better == "higher" else mean < 0
+    mean = stats["mean"]
+    first_wins = mean > 0 if stats["better"] == "higher" else mean < 0
     return labels[0] if first_wins else labels[1]
+
+
+def judge(tree: dict[str, dict[str, dict]], labels: tuple[str, str]) -> dict[str, dict[str, dict]]:
+    """Mark each paired difference of one comparison (``{protocol: {metric: paired_stats}}``)
+    primary or secondary, Holm-adjust the secondaries' p-values per protocol (``p_holm``; None
+    for a primary) and set every ``verdict``; returns ``tree``, changed in place."""
+    for proto, per in tree.items():
+        for m, st in per.items():
+            st["primary"] = proto == CLAIM_PRIMARY_PROTOCOL and m in CLAIM_PRIMARY_METRICS
+            st["p_holm"] = None
+        family = [m for m, st in per.items() if not st["primary"] and st["p"] is not None]
+        for m, adjusted in zip(family, holm([per[m]["p"] for m in family])):
+            per[m]["p_holm"] = adjusted
+        for st in per.values():
+            st["verdict"] = verdict(st, labels)
+    return tree
 
 
 def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
     """``(arms, paired)``: per arm, protocol and metric the stats of :func:`describe`; per protocol
-    and metric the paired differences ``semi_pkd - labelled_only`` with ``better`` and
-    ``verdict``. Raises :class:`ClaimError` when fewer than 2 seeds have both students."""
+    and metric the paired differences ``semi_pkd - labelled_only`` (:func:`paired_tree`). Raises
+    :class:`ClaimError` when fewer than 2 seeds have both students."""
     arms: dict[str, dict] = {}
     for arm, model in ARMS.items():
         protocols = sorted({p for r in runs for p in r["scores"].get(model, {})})
@@ -328,18 +379,12 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> tuple[dict, dict]:
     if len(both) < 2:
         raise ClaimError(f"fewer than 2 seeds have both {a} and {b} in their metrics (seeds with both: {both}); "
                          "no paired difference can be made")
-    paired: dict[str, dict] = {}
-    for proto in sorted(set(arms.get(PAIR[0], {})) & set(arms.get(PAIR[1], {}))):
-        per_proto = {}
-        for m in sorted(set(arms[PAIR[0]][proto]) & set(arms[PAIR[1]][proto])):
-            diffs = [(r["seed"], _value(r["scores"], a, proto, m), _value(r["scores"], b, proto, m)) for r in runs]
-            diffs = [(s, x - y) for s, x, y in diffs if x is not None and y is not None]
-            stats = describe([d for _, d in diffs], [s for s, _ in diffs])
-            stats["better"] = direction(m)
-            stats["verdict"] = verdict(stats, stats["better"])
-            per_proto[m] = stats
-        paired[proto] = per_proto
-    return arms, paired
+    return arms, paired_of(arms)
+
+
+def paired_of(arms: Mapping[str, Mapping]) -> dict[str, dict]:
+    """A setting's ``paired`` block from its ``arms``: semi_pkd - labelled_only, paired by seed."""
+    return paired_tree(arms.get(PAIR[0], {}), arms.get(PAIR[1], {}), (f"{PAIR[0]} better", f"{PAIR[1]} better"))
 
 
 def _by_seed(stats: Mapping[str, Any]) -> dict[Any, float]:
@@ -364,6 +409,8 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
         raise ClaimError(f"setting {bound_name!r} differs from this one in more than the labelled subset: {_shown(extra)}; "
                          "an upper bound is the same recipe with every label")
     metrics: dict[str, dict] = {}
+    gains: dict[str, dict] = {}
+    recs: dict[str, dict] = {}
     for proto, per in entry["paired"].items():
         for m in per:
             up = bound["arms"].get(UPPER_ARM, {}).get(proto, {}).get(m)
@@ -377,46 +424,46 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
             rec = [sv[s] - lov[s] for s in seeds]
             share_seeds = [s for s, g in zip(seeds, gain) if g != 0]
             shares = [r / g for r, g in zip(rec, gain) if g != 0]
-            g_stats = describe(gain, seeds)
-            g_stats["verdict"] = verdict(g_stats, direction(m), ("more labels better", "more labels worse"))
+            gains.setdefault(proto, {})[m] = paired_stats(gain, seeds, m)
+            recs.setdefault(proto, {})[m] = paired_stats(rec, seeds, m)
             mean_gain = float(np.mean(gain)) if gain else 0.0
             metrics.setdefault(proto, {})[m] = {
                 "upper": describe([upv[s] for s in seeds], seeds),
-                "gain": g_stats,
-                "recovered": describe(rec, seeds),
+                "gain": gains[proto][m],
+                "recovered": recs[proto][m],
                 "share": describe(shares, share_seeds),
                 "share_of_means": float(np.mean(rec)) / mean_gain if mean_gain != 0 else None,
             }
     if not metrics:
         raise ClaimError(f"setting {bound_name!r} has no {UPPER_ARM} scores on the protocols and metrics of this one")
+    judge(gains, ("more labels better", "more labels worse"))  # the gains are one comparison,
+    judge(recs, (f"{PAIR[0]} better", f"{PAIR[1]} better"))  # what was recovered another
     return {"setting": bound_name, "arm": UPPER_ARM, "differs": dict(diff), "metrics": metrics}
 
 
-def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str,
-            labels: tuple[str, str]) -> dict[str, Any] | None:
-    """``ours - theirs`` paired by seed (stats, ``better``, ``verdict``); None under 2 shared seeds."""
+def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
+    """``ours - theirs`` paired by seed (:func:`paired_stats`, not yet judged); None under 2
+    shared seeds."""
     b = _by_seed(theirs)
     pairs = [(s, v - b[s]) for s, v in zip(ours["seeds"], ours["values"]) if s in b]
     if len(pairs) < 2:
         return None
-    stats = describe([d for _, d in pairs], [s for s, _ in pairs])
-    stats["better"] = direction(metric)
-    stats["verdict"] = verdict(stats, stats["better"], labels)
-    return stats
+    return paired_stats([d for _, d in pairs], [s for s, _ in pairs], metric)
 
 
-def _paired_tree(ours: Mapping[str, Mapping], theirs: Mapping[str, Mapping],
-                 labels: tuple[str, str]) -> dict[str, dict]:
+def paired_tree(ours: Mapping[str, Mapping], theirs: Mapping[str, Mapping],
+                labels: tuple[str, str]) -> dict[str, dict]:
     """:func:`_paired` for every protocol and metric of ``ours`` ({protocol: {metric: stats}})
-    that ``theirs`` has too, where at least 2 seeds pair up."""
+    that ``theirs`` has too, where at least 2 seeds pair up; the whole tree is one comparison,
+    judged by :func:`judge` with ``labels``."""
     out: dict[str, dict] = {}
-    for proto, per in ours.items():
-        for m, stats in per.items():
+    for proto, per in sorted(ours.items()):
+        for m, stats in sorted(per.items()):
             other = theirs.get(proto, {}).get(m)
-            got = _paired(stats, other, m, labels) if other else None
+            got = _paired(stats, other, m) if other else None
             if got:
                 out.setdefault(proto, {})[m] = got
-    return out
+    return judge(out, labels)
 
 
 def variant_of(entry: Mapping[str, Any], base: Mapping[str, Any], base_name: str,
@@ -429,12 +476,12 @@ def variant_of(entry: Mapping[str, Any], base: Mapping[str, Any], base_name: str
                          "changes at least one")
     labels = (f"{name} better", f"{base_name} better")
     arms = {arm: tree for arm in VARIANT_ARMS
-            if (tree := _paired_tree(entry["arms"].get(arm, {}), base["arms"].get(arm, {}), labels))}
+            if (tree := paired_tree(entry["arms"].get(arm, {}), base["arms"].get(arm, {}), labels))}
     if not arms:
         raise ClaimError(f"setting {base_name!r} shares fewer than 2 seeds with this one on every arm, protocol "
                          "and metric; a variant is compared paired by seed")
     edge = (f"Semi-PKD's edge larger in {name}", f"Semi-PKD's edge larger in {base_name}")
-    gap = _paired_tree(entry["paired"], base["paired"], edge)
+    gap = paired_tree(entry["paired"], base["paired"], edge)
     return {"setting": base_name, "differs": dict(diff), "arms": arms, "gap": gap}
 
 
@@ -450,24 +497,22 @@ RELATIONS = {
 # Output
 
 
-def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """Put ``entry`` under ``settings[name]`` of the claim file at ``path`` (other settings kept),
-    recompute every setting's ``differs_from``, write atomically; returns the whole file."""
-    old: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ClaimError(f"{path}: cannot read the existing claim file ({e}); move it aside") from e
-        if not isinstance(old.get("settings"), Mapping):
-            raise ClaimError(f"{path}: not a claim file (no 'settings' object); move it aside")
-    settings = dict(old.get("settings", {}))
-    if not entry.get("description") and name in settings:
-        entry["description"] = settings[name].get("description", "")
-    for key in RELATIONS:
-        if key not in entry and settings.get(name, {}).get(key):
-            entry[key] = {"setting": settings[name][key]["setting"]}  # kept, recomputed below
-    settings[name] = entry
+def _read_claim(path: Path) -> dict[str, Any]:
+    """The claim file at ``path`` ({} when there is none); raises on one that is not a claim file."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClaimError(f"{path}: cannot read the existing claim file ({e}); move it aside") from e
+    if not isinstance(old.get("settings"), Mapping):
+        raise ClaimError(f"{path}: not a claim file (no 'settings' object); move it aside")
+    return old
+
+
+def _write_claim(path: Path, settings: dict[str, dict]) -> dict[str, Any]:
+    """Recompute every setting's ``differs_from`` and relations (:data:`RELATIONS`), write the
+    file atomically with the current :data:`CLAIM_RULE`; returns the whole file."""
     now = {s: reresolved(e["params"]) for s, e in settings.items()}
     for s, e in settings.items():
         e["differs_from"] = {o: params_diff(now[s], now[o]) for o in sorted(settings) if o != s}
@@ -493,11 +538,54 @@ def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     return claim
 
 
-def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
+def merge(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Put ``entry`` under ``settings[name]`` of the claim file at ``path`` (other settings kept),
+    recompute every setting's ``differs_from`` and relations, write atomically; returns the whole
+    file."""
+    settings = dict(_read_claim(path).get("settings", {}))
+    if not entry.get("description") and name in settings:
+        entry["description"] = settings[name].get("description", "")
+    for key in RELATIONS:
+        if key not in entry and settings.get(name, {}).get(key):
+            entry[key] = {"setting": settings[name][key]["setting"]}  # kept, recomputed below
+    settings[name] = entry
+    return _write_claim(path, settings)
+
+
+def recompute(path: Path) -> dict[str, Any]:
+    """Every setting of the claim file at ``path`` summarised again from the per-seed values it
+    stores (``arms``: values and seeds), with the current rule: each arm's stats, the paired
+    block, the upper-bound and variant blocks. For a file whose experiments are gone (the clone
+    that ran them) or one written under an older rule; writes it back atomically."""
+    old = _read_claim(path)
+    if not old:
+        raise ClaimError(f"{path}: no claim file to recompute")
+    settings = {}
+    for name, e in old["settings"].items():
+        arms = {arm: {proto: {m: describe(st["values"], st["seeds"]) for m, st in sorted(per.items())}
+                      for proto, per in sorted(tree.items())}
+                for arm, tree in e["arms"].items()}
+        settings[name] = {**e, "arms": arms, "paired": paired_of(arms)}
+    return _write_claim(path, settings)
+
+
+def _pm(stats: Mapping[str, Any] | None) -> str:
+    """``mean ± std (n)`` of an arm's values."""
     if not stats or stats["mean"] is None:
         return "–"
     std = "–" if stats["std"] is None else f"{stats['std']:.4f}"
-    return f"{stats['mean']:{'+' if signed else ''}.4f} ± {std} ({stats['n']})"
+    return f"{stats['mean']:.4f} ± {std} ({stats['n']})"
+
+
+def _ci(stats: Mapping[str, Any] | None) -> str:
+    """``mean [95% CI] p (n)`` of a paired difference; ``p_holm`` for a secondary."""
+    if not stats or stats["mean"] is None:
+        return "–"
+    if stats.get("ci95") is None:
+        return f"{stats['mean']:+.4f} (n={stats['n']})"
+    low, high = stats["ci95"]
+    p = f"p={stats['p']:.3f}" if stats.get("primary") else f"p_holm={stats['p_holm']:.3f}"
+    return f"{stats['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {p} (n={stats['n']})"
 
 
 def upper_table(entry: Mapping[str, Any]) -> list[str]:
@@ -509,8 +597,8 @@ def upper_table(entry: Mapping[str, Any]) -> list[str]:
     for proto, per in ub["metrics"].items():
         for m, u in per.items():
             som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:+.2f}"
-            lines.append(f"    {proto:<16} {m:<9} gain {_pm(u['gain'], signed=True)} ({u['gain']['verdict']}), "
-                         f"recovered {_pm(u['recovered'], signed=True)}, share of means {som}")
+            lines.append(f"    {proto:<16} {m:<9} gain {_ci(u['gain'])} ({u['gain']['verdict']}), "
+                         f"recovered {_ci(u['recovered'])}, share of means {som}")
     return lines
 
 
@@ -523,7 +611,7 @@ def variant_table(entry: Mapping[str, Any]) -> list[str]:
     for arm, per_arm in list(var["arms"].items()) + [("gap", var["gap"])]:
         for proto, per in per_arm.items():
             for m, d in per.items():
-                lines.append(f"    {arm:<14} {proto:<16} {m:<9} {_pm(d, signed=True)}  {d['verdict']}")
+                lines.append(f"    {arm:<14} {proto:<16} {m:<9} {_ci(d)}  {d['verdict']}")
     return lines
 
 
@@ -533,11 +621,11 @@ def table(name: str, entry: Mapping[str, Any]) -> str:
              f"experiments {', '.join(e['name'] for e in entry['experiments'])}"]
     for proto, per in entry["paired"].items():
         lines.append(f"  {proto}")
-        lines.append(f"    {'metric':<10} {PAIR[0]:>26} {PAIR[1]:>26} {'paired diff':>27}  verdict")
+        lines.append(f"    {'metric':<10} {PAIR[0]:>22} {PAIR[1]:>22} {'paired diff [95% CI] p':>48}  verdict")
         for m, d in per.items():
             a = entry["arms"][PAIR[0]][proto].get(m)
             b = entry["arms"][PAIR[1]][proto].get(m)
-            lines.append(f"    {m:<10} {_pm(a):>26} {_pm(b):>26} {_pm(d, signed=True):>27}  {d['verdict']}")
+            lines.append(f"    {m:<10} {_pm(a):>22} {_pm(b):>22} {_ci(d):>48}  {d['verdict']}")
     return "\n".join(lines + upper_table(entry) + variant_table(entry))
 
 
@@ -570,7 +658,7 @@ def collect(rows: Sequence[Mapping[str, Any]], name: str, benchmark: str, descri
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--setting", required=True, help="name of the setting (the workspace params.yaml) in claim.json")
+    ap.add_argument("--setting", default=None, help="name of the setting (the workspace params.yaml) in claim.json")
     ap.add_argument("--benchmark", default="osie", help="reads reports/evaluate/<benchmark>.json of each experiment")
     ap.add_argument("--description", default="", help="what the setting is (kept from the file when omitted)")
     ap.add_argument("--exp-show", default=None, help="read this `dvc exp show --json` output instead of running it")
@@ -579,9 +667,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant-of", default=None, metavar="SETTING",
                     help="a setting of the output that this one varies (some params changed): each arm compared, "
                          "paired by seed")
+    ap.add_argument("--recompute", action="store_true",
+                    help="collect nothing: recompute every setting of --out from the per-seed values it stores, "
+                         "with the current rule")
     ap.add_argument("--out", default=str(ROOT / CLAIM_FILE))
     args = ap.parse_args(argv)
+    if args.recompute == (args.setting is not None):
+        ap.error("give either --setting NAME (collect) or --recompute")
+    if args.recompute and (args.exp_show or args.upper_bound or args.variant_of or args.description):
+        ap.error("--recompute reads only --out; the other options are for collecting a setting")
     try:
+        if args.recompute:
+            claim = recompute(Path(args.out))
+            for name, entry in claim["settings"].items():
+                print(table(name, entry))
+            print(f"{args.out}: {len(claim['settings'])} settings recomputed")
+            return 0
         if args.exp_show:
             try:
                 rows = json.loads(Path(args.exp_show).read_text(encoding="utf-8"))

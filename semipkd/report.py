@@ -62,6 +62,8 @@ __all__ = [
     "append_real_section",
     "CLAIM_FILE",
     "CLAIM_RULE",
+    "CLAIM_PRIMARY_METRICS",
+    "CLAIM_PRIMARY_PROTOCOL",
     "ClaimFormatError",
     "load_claim",
     "render_claim_section",
@@ -712,11 +714,22 @@ def append_real_section(tables_md: str | Path, results_path: str | Path) -> Path
 #: Where ``benchmarks/claim.py`` writes the seeded study and the report stage reads it. It lives
 #: beside the real-data results files but has its own schema (see :func:`load_claim`).
 CLAIM_FILE = Path("reports/real/claim.json")
+#: The primary comparisons, named before the results were looked at (issue 24): CC and KLD under
+#: the benchmark protocol. Every other metric and protocol is secondary (Holm-adjusted).
+CLAIM_PRIMARY_METRICS = ("cc", "kld")
+CLAIM_PRIMARY_PROTOCOL = "benchmark"
 #: When a paired difference counts as a win (claim.json's ``rule``; the report quotes it).
 CLAIM_RULE = (
-    "paired difference d = semi_pkd - labelled_only per seed (seeds both arms have); an arm is "
-    "better when |mean d| > std d (sample std, ddof=1), in the metric's direction (KLD: lower is "
-    "better, every other metric: higher); otherwise 'within spread'"
+    "paired difference d = first - second per seed (seeds both have; 'paired' is semi_pkd - labelled_only), "
+    "two-sided paired t-test (one-sample t on d, df = n - 1), 95% CI of the mean d = mean ± "
+    "t(0.975, n-1) · std / sqrt(n) (std: sample, ddof=1). Primary comparisons, named before looking: "
+    "CC and KLD under the benchmark protocol; a primary verdict names the better arm only when the 95% CI "
+    "excludes 0 (the same as p < 0.05). Every other metric and protocol is secondary: its p-values are "
+    "Holm-adjusted across the secondary metrics of the same comparison and protocol (p_holm), and a "
+    "secondary verdict names the better arm only when p_holm < 0.05. Better is in the metric's direction "
+    "(KLD: lower is better, every other metric: higher); otherwise 'within spread'. Fewer than 2 pairs: "
+    "'too few pairs'; every difference equal (std 0): the CI is the point mean, p is 0 (1 when the mean is "
+    "0), so the verdict follows the mean's sign"
 )
 #: What claim.png says when no seeded study has been collected.
 CLAIM_ABSENT_TEXT = "no seeded study collected: see docs/real_osie.md"
@@ -730,6 +743,9 @@ _CLAIM_ARM_LABELS = {
 _CLAIM_METRICS = ("cc", "kld")
 _CLAIM_PROTOCOL_SHORT = {"benchmark": "benchmark", "model_resolution": "model res."}
 _STATS_KEYS = {"mean", "std", "n", "values", "seeds"}
+#: What every paired difference carries besides :data:`_STATS_KEYS` (benchmarks/claim.py's
+#: paired_stats and judge); a file without them was written under the old mean-vs-std rule.
+_TEST_KEYS = {"ci95", "t", "df", "p", "test", "primary", "p_holm", "better"}
 
 
 class ClaimFormatError(SemipkdError, ValueError):
@@ -744,11 +760,20 @@ def _check_stats(stats: Any, where: str) -> None:
                                f"and {len(stats['seeds'])} seeds")
 
 
+def _check_test(stats: Any, where: str) -> None:
+    """A paired difference: stats plus the t-test's fields."""
+    _check_stats(stats, where)
+    missing = _TEST_KEYS - set(stats)
+    if missing:
+        raise ClaimFormatError(f"{where} lacks {', '.join(sorted(missing))} (written under an older rule: "
+                               "run `python benchmarks/claim.py --recompute`)")
+
+
 def _check_verdicts(tree: Mapping[str, Mapping[str, Any]], where: str) -> None:
-    """Paired-difference stats ({protocol: {metric: stats + verdict}}), each checked."""
+    """Paired-difference stats ({protocol: {metric: stats + test + verdict}}), each checked."""
     for proto, per in tree.items():
         for m, stats in per.items():
-            _check_stats(stats, f"{where}/{proto}/{m}")
+            _check_test(stats, f"{where}/{proto}/{m}")
             if "verdict" not in stats:
                 raise ClaimFormatError(f"{where}/{proto}/{m} has no verdict")
 
@@ -760,11 +785,13 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     setting holds ``benchmark``, ``description``, ``params`` (dotted keys, seed left out),
     ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
-    ({protocol: {metric: stats + better + verdict}}), where stats is ``{mean, std, n, values,
-    seeds}``; a label-scarce setting may hold ``upper_bound`` ({setting, arm, differs, metrics:
-    {protocol: {metric: {upper, gain (+ verdict), recovered, share: stats, share_of_means}}}}),
+    ({protocol: {metric: stats + test + verdict}}), where stats is ``{mean, std, n, values,
+    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the
+    t-test of :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
+    differs, metrics: {protocol: {metric: {upper: stats, gain: stats + test + verdict, recovered:
+    stats + test, share: stats, share_of_means}}}}),
     and a variant ``variant_of`` ({setting, differs, arms: {arm: {protocol: {metric: stats +
-    verdict}}}, gap: {protocol: {metric: stats + verdict}}}).
+    test + verdict}}}, gap: {protocol: {metric: stats + test + verdict}}}).
     Raises :class:`ClaimFormatError` naming the file and the setting.
     """
     path = Path(path)
@@ -790,8 +817,10 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
                 raise ClaimFormatError(f"{where}: upper_bound needs 'setting' and 'metrics'")
             for proto, per in ub["metrics"].items():
                 for m, u in per.items():
-                    for part in ("upper", "gain", "recovered", "share"):
+                    for part in ("upper", "share"):
                         _check_stats(u.get(part), f"{where}: upper_bound/{proto}/{m}/{part}")
+                    for part in ("gain", "recovered"):
+                        _check_test(u.get(part), f"{where}: upper_bound/{proto}/{m}/{part}")
                     if "share_of_means" not in u or "verdict" not in u["gain"]:
                         raise ClaimFormatError(f"{where}: upper_bound/{proto}/{m} lacks share_of_means or the gain's verdict")
         var = s.get("variant_of")
@@ -809,6 +838,22 @@ def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
         return "–"
     mean = f"{stats['mean']:+.4f}" if signed else _fmt(stats["mean"], 4)
     return f"{mean} ± {_fmt(stats.get('std'), 4)} ({stats['n']})"
+
+
+def _ci(stats: Mapping[str, Any] | None) -> str:
+    """A paired difference as ``mean [95% CI low, high], p`` (``p_holm`` for a secondary, see
+    :data:`CLAIM_RULE`); the bare mean where there is no interval (fewer than 2 pairs)."""
+    if not stats or stats.get("mean") is None:
+        return "–"
+    if stats.get("ci95") is None:
+        return f"{stats['mean']:+.4f} (n={stats['n']})"
+    low, high = stats["ci95"]
+    p = f"p={_p(stats['p'])}" if stats.get("primary") else f"Holm p={_p(stats['p_holm'])}"
+    return f"{stats['mean']:+.4f} [{low:+.4f}, {high:+.4f}], {p}"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _claim_protocols(setting: Mapping[str, Any]) -> list[str]:
@@ -837,7 +882,8 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
 
     One table per setting: rows are the arms (Semi-PKD student, labelled-only student, teacher,
     center bias), columns CC and KLD under each protocol as ``mean ± std (n)``, and a last row
-    with the paired difference Semi-PKD minus labelled-only and its verdict (:data:`CLAIM_RULE`).
+    with the paired difference Semi-PKD minus labelled-only as ``mean [95% CI], p`` and its
+    verdict (:data:`CLAIM_RULE`).
     """
     settings = claim["settings"]
     benchmarks = _ordered({s["benchmark"] for s in settings.values()}, _BENCHMARK_ORDER)
@@ -846,8 +892,10 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
         "",
         "Each setting is one params.yaml run under several seeds with DVC's experiment grid "
         "(`dvc exp run --queue -S 'seed=1,2,3'`), collected by `benchmarks/claim.py` into "
-        f"`{CLAIM_FILE.as_posix()}` (docs/real_osie.md). Cells: mean ± sample std (n seeds). "
-        f"Last row: the verdict rule is {CLAIM_RULE}.",
+        f"`{CLAIM_FILE.as_posix()}` (docs/real_osie.md). Arm cells: mean ± sample std (n seeds). "
+        "Paired differences: mean [95% confidence interval of the mean], p of the paired t-test "
+        "(primary: CC and KLD benchmark) or Holm-adjusted p (every other cell), then the verdict. "
+        f"The verdict rule is: {CLAIM_RULE}.",
         "",
     ]
     for name, s in settings.items():
@@ -871,7 +919,7 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
         for p in protos:
             for m in _CLAIM_METRICS:
                 d = s["paired"].get(p, {}).get(m)
-                paired.append(f"{_pm(d, signed=True)}: {d['verdict']}" if d else "–")
+                paired.append(f"{_ci(d)}: {d['verdict']}" if d else "–")
         lines.append("| " + " | ".join(["Semi-PKD − labelled-only (paired by seed)"] + paired) + " |")
         lines.append("")
         lines += _upper_bound_lines(s.get("upper_bound"), protos)
@@ -900,7 +948,7 @@ def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[st
         for p in protos:
             for m in _CLAIM_METRICS:
                 d = tree.get(p, {}).get(m)
-                cells.append(f"{_pm(d, signed=True)}: {d['verdict']}" if d else "–")
+                cells.append(f"{_ci(d)}: {d['verdict']}" if d else "–")
         lines.append("| " + " | ".join([label] + cells) + " |")
     lines.append("")
     return lines
@@ -912,8 +960,9 @@ def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> l
         return []
     lines = [
         f"Upper bound: setting {ub['setting']}'s labelled-only student, the same recipe with every label. "
-        "Gain = upper bound − labelled-only; recovered = Semi-PKD − labelled-only (both paired by seed); "
-        "share = recovered / gain, as the ratio of the means and per seed.",
+        "Gain = upper bound − labelled-only; recovered = Semi-PKD − labelled-only (both paired by seed, "
+        "mean [95% CI], p); share = recovered / gain, as the ratio of the means and per seed (no interval: "
+        "a ratio of means of three seeds says nothing about its own spread).",
         "",
         "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) | Share (of means) | Share per seed |",
         "|:--|--:|--:|--:|--:|--:|",
@@ -926,7 +975,7 @@ def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> l
             som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:.2f}"
             per_seed = ", ".join(f"{v:.2f}" for v in u["share"]["values"]) or "–"
             lines.append(f"| {_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)} | {_pm(u['upper'])} | "
-                         f"{_pm(u['gain'], signed=True)}: {u['gain']['verdict']} | {_pm(u['recovered'], signed=True)} | "
+                         f"{_ci(u['gain'])}: {u['gain']['verdict']} | {_ci(u['recovered'])} | "
                          f"{som} | {per_seed} |")
     lines.append("")
     return lines
@@ -942,8 +991,8 @@ def append_claim_section(tables_md: str | Path, claim: Mapping[str, Any]) -> Pat
 
 def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: str = "benchmark") -> Path:
     """``claim.png``: per setting a CC and a KLD panel; both students' seed values as dots (a grey
-    line joins a seed's two values), their mean ± std as an error bar beside them, the paired
-    difference and verdict in the title. With no claim (None) the figure only says
+    line joins a seed's two values), their mean and its 95% t-interval as an error bar beside
+    them, the paired difference with its 95% CI, p and verdict in the title. With no claim (None) the figure only says
     :data:`CLAIM_ABSENT_TEXT`, so the declared output always exists."""
     settings = dict(claim["settings"]) if claim else {}
     if not settings:
@@ -970,8 +1019,10 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
                     continue
                 ax.scatter(np.full(st["n"], float(i)), st["values"], s=16, color=colors[i], alpha=0.7, zorder=2,
                            label="seeds" if i == 0 else None)
-                ax.errorbar(i + 0.2, st["mean"], yerr=st["std"] or 0.0, fmt="o", color="black", capsize=4, markersize=4,
-                            zorder=3, label="mean ± std" if i == 0 else None)
+                ci = st.get("ci95")  # the t-interval of the arm's mean (benchmarks/claim.py)
+                yerr = [[st["mean"] - ci[0]], [ci[1] - st["mean"]]] if ci else 0.0
+                ax.errorbar(i + 0.2, st["mean"], yerr=yerr, fmt="o", color="black", capsize=4, markersize=4,
+                            zorder=3, label="mean, 95% CI" if i == 0 else None)
             up = ((s.get("upper_bound") or {}).get("metrics") or {}).get(proto, {}).get(m)
             if up:
                 ax.axhline(up["upper"]["mean"], color="tab:purple", linestyle="--", linewidth=1.0, zorder=1,
@@ -981,11 +1032,12 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
             d = s["paired"].get(proto, {}).get(m)
             title = f"{name}: {_METRIC_HEADERS.get(m, m)} ({_CLAIM_PROTOCOL_SHORT.get(proto, proto)})"
             if d:
-                title += f"\ndiff {_pm(d, signed=True)}: {d['verdict']}"
+                title += f"\ndiff {_ci(d)}\n{d['verdict']}"
             ax.set_title(title, fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)
             ax.legend(fontsize=6, loc="best")
     fig.suptitle("Semi-PKD vs labelled-only, seeded: dots are seeds (a grey line joins one seed's two students), "
-                 "black bars mean ± std", fontsize=8)
+                 "black bars each arm's mean and its 95% CI; titles: the paired difference, its 95% CI, p and verdict",
+                 fontsize=8)
     return _save(fig, path)

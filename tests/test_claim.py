@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import statistics
 import sys
 
@@ -39,6 +40,22 @@ def _load(name: str, path: str):
 
 
 claim = _load("claim", "benchmarks/claim.py")
+
+#: Tabulated t quantiles t_{0.975, df} (any t table), so the tests do not call scipy as the code does.
+T975 = {1: 12.706204736174707, 2: 4.302652729911275}
+
+
+def _hand_test(d):
+    """mean, std, t, two-sided p and 95% CI of the paired differences ``d`` (n = 2 or 3) by hand:
+    the t distribution with 1 or 2 dof has a closed-form CDF (1 dof: Cauchy, p = 1 - 2/pi atan|t|;
+    2 dof: p = 1 - |t| / sqrt(2 + t^2))."""
+    n = len(d)
+    mean, std = statistics.fmean(d), statistics.stdev(d)
+    se = std / math.sqrt(n)
+    t = mean / se
+    p = 1 - 2 / math.pi * math.atan(abs(t)) if n == 2 else 1 - abs(t) / math.sqrt(2 + t * t)
+    half = T975[n - 1] * se
+    return mean, std, t, p, (mean - half, mean + half)
 
 
 @pytest.fixture
@@ -104,17 +121,26 @@ def test_known_answers_from_the_fixture(tmp_path, rows, capsys):
                 assert got["values"] == values and got["seeds"] == [1, 2, 3] and got["n"] == 3
                 assert got["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12)
                 assert got["std"] == pytest.approx(statistics.stdev(values), abs=1e-12)
+                half = T975[2] * statistics.stdev(values) / math.sqrt(3)  # claim.png's error bar
+                low, high = got["ci95"]
+                assert (high - low) / 2 == pytest.approx(half, rel=1e-9, abs=1e-15)
+                assert (high + low) / 2 == pytest.approx(got["mean"], abs=1e-12)
     for proto in ("benchmark", "model_resolution"):
         for m in ("cc", "kld", "nss"):
             d = [_scores(rows, GRID[k])["student"][proto][m] - _scores(rows, GRID[k])["student_no_pseudo"][proto][m]
                  for k in (1, 2, 3)]
             got = s["paired"][proto][m]
             assert got["values"] == pytest.approx(d, abs=1e-12) and got["n"] == 3
-            mean, std = statistics.fmean(d), statistics.stdev(d)
+            mean, std, t, p, ci = _hand_test(d)
             assert got["mean"] == pytest.approx(mean, abs=1e-12) and got["std"] == pytest.approx(std, abs=1e-12)
+            assert got["t"] == pytest.approx(t, rel=1e-9) and got["p"] == pytest.approx(p, rel=1e-9)
+            assert got["ci95"] == pytest.approx(ci, rel=1e-9) and got["df"] == 2 and "t-test" in got["test"]
             assert got["better"] == ("lower" if m == "kld" else "higher")
+            primary = proto == "benchmark" and m in ("cc", "kld")
+            assert got["primary"] is primary and (got["p_holm"] is None) is primary
+            significant = (ci[0] > 0 or ci[1] < 0) if primary else got["p_holm"] < 0.05
             win = "semi_pkd" if (mean < 0 if m == "kld" else mean > 0) else "labelled_only"
-            assert got["verdict"] == (f"{win} better" if abs(mean) > std else "within spread")
+            assert got["verdict"] == (f"{win} better" if significant else "within spread")
     printed = capsys.readouterr().out
     assert "setting grid" in printed and "stillqueued" in printed  # the queued one is named as left out
 
@@ -138,20 +164,111 @@ def test_verdicts_on_hand_written_numbers(tmp_path, rows):
     rc, out = _run(tmp_path, _hand_rows(rows, numbers))
     assert rc == 0
     p = json.loads(out.read_text())["settings"]["grid"]["paired"]["benchmark"]
-    # cc: d = .10, .11, .12 -> mean .11, std .01: Semi-PKD better
+    # cc (primary): d = .10, .11, .12 -> mean .11, std .01, t = .11 / (.01 / sqrt 3) = 19.05,
+    # CI .11 ± 4.3027 * .01 / sqrt 3 = [.0852, .1348]: Semi-PKD better
     assert p["cc"]["mean"] == pytest.approx(0.11) and p["cc"]["std"] == pytest.approx(0.01)
-    assert p["cc"]["verdict"] == "semi_pkd better"
-    # kld: d = -.4, -.2, -.3 -> mean -.3, std .1; lower is better: Semi-PKD better
+    assert p["cc"]["t"] == pytest.approx(0.11 / (0.01 / math.sqrt(3)))
+    assert p["cc"]["ci95"] == pytest.approx([0.11 - 4.302652729911275 * 0.01 / math.sqrt(3),
+                                             0.11 + 4.302652729911275 * 0.01 / math.sqrt(3)])
+    assert p["cc"]["verdict"] == "semi_pkd better" and p["cc"]["primary"] is True
+    # kld (primary): d = -.4, -.2, -.3 -> mean -.3, std .1, CI [-.548, -.052]; lower is better
     assert p["kld"]["mean"] == pytest.approx(-0.3) and p["kld"]["std"] == pytest.approx(0.1)
+    assert p["kld"]["ci95"] == pytest.approx([-0.3 - 0.2484138, -0.3 + 0.2484138], abs=1e-6)
     assert p["kld"]["verdict"] == "semi_pkd better" and p["kld"]["better"] == "lower"
-    # nss: d = .1, -.1, .05 -> mean .0167, std .104: within spread
+    # nss (secondary): d = .1, -.1, .05 -> mean .0167, std .104: within spread
     assert p["nss"]["mean"] == pytest.approx(0.05 / 3) and p["nss"]["verdict"] == "within spread"
-    # sim: d = -.1, -.2, -.15 -> mean -.15, std .05: labelled-only better
+    # sim (secondary): d = -.1, -.2, -.15 -> t = -5.196, p = 1 - 5.196 / sqrt(29) = .0351 < .05, but
+    # Holm over the 6 secondary metrics of the protocol multiplies it by at least 2: within spread
     assert p["sim"]["mean"] == pytest.approx(-0.15) and p["sim"]["std"] == pytest.approx(0.05)
-    assert p["sim"]["verdict"] == "labelled_only better"
+    assert p["sim"]["p"] == pytest.approx(1 - math.sqrt(27) / math.sqrt(29))
+    assert p["sim"]["p_holm"] >= 2 * p["sim"]["p"] and p["sim"]["verdict"] == "within spread"
     a = json.loads(out.read_text())["settings"]["grid"]["arms"]
     assert a["semi_pkd"]["benchmark"]["cc"]["mean"] == pytest.approx(0.81)
     assert a["labelled_only"]["benchmark"]["kld"]["std"] == pytest.approx(0.05)
+
+
+def _judged(diffs_by_metric, protocol="benchmark", labels=("semi_pkd better", "labelled_only better")):
+    tree = {protocol: {m: claim.paired_stats(d, list(range(1, len(d) + 1)), m) for m, d in diffs_by_metric.items()}}
+    return claim.judge(tree, labels)[protocol]
+
+
+def test_mean_beyond_std_but_ci_containing_zero_is_within_spread():
+    """The old rule (|mean| > std) called d = .01, .03, .05 a win; its 95% CI is .03 ± 4.3027 *
+    .02 / sqrt 3 = [-.0197, .0797], which contains 0."""
+    d = [0.01, 0.03, 0.05]
+    got = _judged({"cc": d})["cc"]
+    mean, std, t, p, ci = _hand_test(d)
+    assert abs(mean) > std and ci[0] < 0 < ci[1]
+    assert got["ci95"] == pytest.approx(ci) and got["ci95"][0] == pytest.approx(-0.019683, abs=1e-6)
+    assert got["t"] == pytest.approx(t) and got["p"] == pytest.approx(p) and p > 0.05
+    assert got["verdict"] == "within spread"
+    # two pairs: 1 dof, Cauchy p, t_{0.975,1} = 12.706
+    two = _judged({"kld": [-0.5, -0.3]})["kld"]
+    mean, std, t, p, ci = _hand_test([-0.5, -0.3])
+    assert two["p"] == pytest.approx(p) and two["ci95"] == pytest.approx(ci) and two["df"] == 1
+    assert two["verdict"] == "within spread"  # t = -8, p = .079
+
+
+def test_equal_differences_and_too_few_pairs_are_decided_explicitly():
+    """Every difference equal (std 0): the CI is the point mean, p = 0, the verdict follows the
+    sign (1 and within spread when the mean is 0); one pair: no test."""
+    same = _judged({"cc": [0.84 - 0.80, 0.75 - 0.71, 0.44 - 0.40], "kld": [0.2, 0.2, 0.2],
+                    "nss": [0.0, 0.0, 0.0], "sim": [0.1, 0.2, 0.3]})
+    assert same["cc"]["ci95"] == pytest.approx([0.04, 0.04]) and same["cc"]["t"] is None and same["cc"]["p"] == 0.0
+    assert same["cc"]["verdict"] == "semi_pkd better" and "std 0" in same["cc"]["test"]
+    assert same["kld"]["verdict"] == "labelled_only better"  # +0.2 KLD: worse
+    assert same["nss"]["p"] == 1.0 and same["nss"]["ci95"] == [0.0, 0.0] and same["nss"]["verdict"] == "within spread"
+    one = claim.judge({"benchmark": {"cc": claim.paired_stats([0.1], [1], "cc")}}, ("x", "y"))["benchmark"]["cc"]
+    assert one["p"] is None and one["ci95"] is None and one["verdict"] == "too few pairs"
+
+
+def test_secondary_metrics_are_holm_adjusted_per_protocol():
+    """Primaries (CC, KLD under benchmark) keep their own p; the others of the protocol are one Holm
+    family, and under model_resolution CC and KLD are secondary too."""
+    diffs = {"cc": [0.01, 0.03, 0.05], "kld": [-0.4, -0.2, -0.3], "nss": [-0.1, -0.2, -0.15],
+             "sim": [0.10, 0.11, 0.12], "sauc": [0.1, -0.1, 0.05]}
+    got = _judged(diffs)
+    hand = {m: _hand_test(d)[3] for m, d in diffs.items()}
+    assert got["cc"]["p_holm"] is None and got["kld"]["p_holm"] is None
+    # Holm by hand over (nss, sim, sauc): sorted sim .00274 * 3, nss .0351 * 2, sauc .81 * 1
+    assert hand["sim"] < hand["nss"] < hand["sauc"]
+    assert got["sim"]["p_holm"] == pytest.approx(3 * hand["sim"])
+    assert got["nss"]["p_holm"] == pytest.approx(2 * hand["nss"])
+    assert got["sauc"]["p_holm"] == pytest.approx(max(hand["sauc"], 2 * hand["nss"]))
+    assert got["sim"]["verdict"] == "semi_pkd better" and got["nss"]["verdict"] == "within spread"
+    assert got["kld"]["verdict"] == "semi_pkd better" and got["cc"]["verdict"] == "within spread"
+    other = _judged(diffs, protocol="model_resolution")
+    assert other["kld"]["p_holm"] is not None and not other["kld"]["primary"]
+
+
+def test_recompute_rewrites_a_file_of_the_old_rule_from_its_stored_values(tmp_path, rows, capsys):
+    """--recompute: a claim file written under the old rule (no t-test fields) is summarised
+    again from its per-seed values, relations included, and loads in the report."""
+    numbers = {"student": {"cc": [0.80, 0.82, 0.81]}, "student_no_pseudo": {"cc": [0.70, 0.71, 0.69]}}
+    base = {"student": {"cc": [0.75, 0.76, 0.73]}, "student_no_pseudo": {"cc": [0.70, 0.71, 0.69]}}
+    assert _run(tmp_path, _hand_rows(copy.deepcopy(rows), base), "relu")[0] == 0
+    rc, out = _run(tmp_path, _variant_rows(rows, numbers, decoder_act="swish"), "swish", "--variant-of", "relu")
+    assert rc == 0
+    fresh = json.loads(out.read_text())
+    old = copy.deepcopy(fresh)
+    old["rule"] = "an arm is better when |mean d| > std d"
+    for s in old["settings"].values():
+        trees = [s["paired"]] + list(s.get("variant_of", {}).get("arms", {}).values()) + [s.get("variant_of", {}).get("gap", {})]
+        for tree in trees:
+            for per in tree.values():
+                for st in per.values():
+                    for k in ("ci95", "t", "df", "p", "test", "primary", "p_holm"):
+                        del st[k]
+                    st["verdict"] = "semi_pkd better"
+    out.write_text(json.dumps(old))
+    with pytest.raises(report.ClaimFormatError, match="--recompute"):
+        report.load_claim(out)
+    assert claim.main(["--recompute", "--out", str(out)]) == 0
+    assert "2 settings recomputed" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == fresh
+    report.load_claim(out)
+    with pytest.raises(SystemExit):
+        claim.main(["--recompute", "--setting", "x", "--out", str(out)])
 
 
 def test_seeds_are_paired_only_where_both_arms_have_them(tmp_path, rows):
@@ -321,7 +438,12 @@ def test_upper_bound_share_on_hand_written_numbers(tmp_path, rows, capsys):
     assert "upper bound: setting 'full'" in capsys.readouterr().out
     md = report.render_claim_section(report.load_claim(out))
     assert "Upper bound: setting full's labelled-only student" in md
-    assert "| CC↑ benchmark | 0.8100 ± 0.0100 (3) | +0.1100 ± 0.0100 (3): more labels better | +0.0467 ± 0.0058 (3) | 0.42 | 0.50, 0.45, 0.33 |" in md
+    # gain .10, .11, .12: CI .11 ± .0248; recovered .05, .05, .04: CI .0467 ± 4.3027 * .00577 / sqrt 3
+    assert ("| CC↑ benchmark | 0.8100 ± 0.0100 (3) | +0.1100 [+0.0852, +0.1348], p=0.003: more labels better | "
+            "+0.0467 [+0.0323, +0.0610], p=0.005 | 0.42 | 0.50, 0.45, 0.33 |") in md
+    assert cc["recovered"]["verdict"] == "semi_pkd better" and cc["gain"]["primary"] is True
+    # every KLD gain is -0.4: std 0, the CI is the point, the verdict follows the sign
+    assert kld["gain"]["ci95"] == pytest.approx([-0.4, -0.4]) and kld["gain"]["p"] == 0.0
     assert _png(report.plot_claim(report.load_claim(out), tmp_path / "claim.png"))[0] > 200
     # collected again without --upper-bound: the bound is kept; the bound recollected: recomputed
     assert _run(tmp_path, c100, "c100")[0] == 0
@@ -371,20 +493,23 @@ def test_variant_of_on_hand_written_numbers(tmp_path, rows, capsys):
     var = json.loads(out.read_text())["settings"]["swish"]["variant_of"]
     assert var["setting"] == "relu" and var["differs"] == {"student.decoder_act": ["swish", "(absent)"]}
     semi, lo = var["arms"]["semi_pkd"]["benchmark"], var["arms"]["labelled_only"]["benchmark"]
-    assert semi["cc"]["values"] == pytest.approx([0.02, 0.01, 0.03]) and semi["cc"]["verdict"] == "swish better"
+    # .02, .01, .03: mean .02 > std .01 (a win under the old rule), but the 95% CI is
+    # .02 ± 4.3027 * .01 / sqrt 3 = [-.0048, .0448]: within spread
+    assert semi["cc"]["values"] == pytest.approx([0.02, 0.01, 0.03]) and semi["cc"]["verdict"] == "within spread"
     assert semi["cc"]["mean"] == pytest.approx(0.02) and semi["cc"]["std"] == pytest.approx(0.01)
+    assert semi["cc"]["ci95"] == pytest.approx([-0.004841, 0.044841], abs=1e-6)
     assert lo["kld"]["values"] == pytest.approx([-0.9, -0.8, -1.0]) and lo["kld"]["verdict"] == "swish better"
     teacher = var["arms"]["teacher"]["benchmark"]["cc"]
     assert teacher["values"] == [0.0, 0.0, 0.0] and teacher["verdict"] == "within spread"
     # the edge: this (semi - lo) minus base's, by seed: cc (.03,.02,.03) - (.05,.05,.04)
     gap = var["gap"]["benchmark"]
     assert gap["cc"]["values"] == pytest.approx([-0.02, -0.03, -0.01])
-    assert gap["cc"]["verdict"] == "Semi-PKD's edge larger in relu"
+    assert gap["cc"]["verdict"] == "within spread"  # -.02 ± .0248
     assert gap["kld"]["values"] == pytest.approx([0.8, 0.6, 0.8]) and gap["kld"]["verdict"] == "Semi-PKD's edge larger in relu"
     assert "variant of setting 'relu': student.decoder_act \"swish\"" in capsys.readouterr().out
     md = report.render_claim_section(report.load_claim(out))
     assert "Variant of setting relu: `student.decoder_act` \"swish\" (there \"(absent)\")" in md
-    assert "| Labelled-only student (ablation): swish − relu | +0.0400 ± 0.0000 (3): swish better |" in md
+    assert "| Labelled-only student (ablation): swish − relu | +0.0400 [+0.0400, +0.0400], p=<0.001: swish better |" in md
     # kept when collected again without the flag; recomputed when the base is collected again
     assert _run(tmp_path, _variant_rows(rows, swish, decoder_act="swish"), "swish")[0] == 0
     assert json.loads(out.read_text())["settings"]["swish"]["variant_of"] == var
@@ -427,7 +552,7 @@ def test_report_renders_the_study_and_draws_claim_png(tmp_path, rows):
     assert any(line.startswith("| Semi-PKD student | 0.8100 ± 0.0100 (3) |") for line in lines)
     assert any(line.startswith("| Labelled-only student (ablation) | 0.7000 ± 0.0100 (3) |") for line in lines)
     paired = next(line for line in lines if line.startswith("| Semi-PKD − labelled-only"))
-    assert "+0.1100 ± 0.0100 (3): semi_pkd better" in paired
+    assert "+0.1100 [+0.0852, +0.1348], p=0.003: semi_pkd better" in paired
     assert "| Teacher |" in md and "| Center bias |" in md and "KLD↓ model res." in md
     with_claim = _png(report.plot_claim(c, tmp_path / "claim.png"))
     without = _png(report.plot_claim(None, tmp_path / "none.png"))
@@ -471,3 +596,17 @@ def test_stored_settings_compare_as_the_current_code_reads_them():
     assert claim.params_diff(claim.reresolved(old), claim.reresolved(now)) == {}
     swish = {**now, "student.decoder_act": "swish"}
     assert claim.params_diff(claim.reresolved(old), claim.reresolved(swish)) == {"student.decoder_act": [None, "swish"]}
+
+
+def test_committed_claim_json_is_current(tmp_path):
+    """reports/real/claim.json loads under the current schema, quotes the current rule, and
+    recomputing it from its stored per-seed values changes nothing."""
+    committed = REPO / "reports/real/claim.json"
+    if not committed.is_file():
+        pytest.skip("no committed seeded study")
+    data = report.load_claim(committed)
+    assert data["rule"] == report.CLAIM_RULE
+    copy_ = tmp_path / "claim.json"
+    copy_.write_text(committed.read_text())
+    assert claim.main(["--recompute", "--out", str(copy_)]) == 0
+    assert json.loads(copy_.read_text()) == json.loads(committed.read_text())
