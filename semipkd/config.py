@@ -181,6 +181,10 @@ class ModelConfig:
     #: The decoder's activation, ``relu`` or ``swish``; None: the backbone's pairing in the registry
     #: (the paper's: Swish for EEEA-Net and OFA, ReLU for the others).
     decoder_act: str | None = None
+    #: True: the head convolution gets a bias, initialised at the start of training to
+    #: logit(mean of the labelled training targets), so the head rests at the data's mean value
+    #: instead of 0.5 (RetinaNet's prior initialisation). False: the paper's bias-free head.
+    head_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.width <= 0:

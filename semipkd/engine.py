@@ -270,6 +270,7 @@ def fit(
     device: torch.device | str,
     seed: int,
     pseudo: Dataset | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and write the best epoch's weights to ``out_path``.
 
@@ -288,6 +289,8 @@ def fit(
         device: where to train.
         seed: seeds initial RNG states, data order and augmentation.
         pseudo: optional pool of items ``{"image", "target": (h, w) float [0, 1], "index"}``.
+        record: JSON-able facts about how the run was set up (e.g. the head prior), written into
+            the model file under their keys; None writes nothing more.
 
     The best epoch is chosen by ``cfg.select_metric``, one of :data:`SELECT_METRICS`.
 
@@ -459,6 +462,7 @@ def fit(
     if dist_.main:
         meta = {k: v for k, v in checkpoint_payload(model).items() if k != "model"}
         meta.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
+        meta.update(record or {})
         # One JSON round trip: pickle memoises by object identity, so without it the file's bytes
         # would depend on where the strings came from (a resumed run reads them from last.pt)
         # and a resumed run would write other bytes than an uninterrupted one, same weights.

@@ -28,7 +28,7 @@ def run(params: Params, item: str | None) -> None:
     s = params.student
     model = build_model(
         s.backbone, output_size=params.prepare.output_size, pretrained=s.pretrained, width=s.width, weights=s.weights,
-        decoder_act=s.decoder_act,
+        decoder_act=s.decoder_act, head_bias=s.head_bias,
     )
     out = Path("models/student.pt" if item is None else "models/student_no_pseudo.pt")
     train_labelled(
@@ -41,6 +41,7 @@ def run(params: Params, item: str | None) -> None:
         ckpt_dir=Path("models/ckpt") / name,
         live_dir=Path("reports") / name,
         pseudo=pseudo,
+        head_prior=s.head_bias,
     )
 
 
