@@ -42,6 +42,7 @@ __all__ = [
     "PrepareConfig",
     "ModelConfig",
     "TrainConfig",
+    "NoPseudoConfig",
     "PseudoLabelConfig",
     "EvaluateConfig",
     "ReportConfig",
@@ -264,6 +265,39 @@ class TrainConfig:
             raise ConfigError(f"ema_horizon_epochs: must be > 0, got {self.ema_horizon_epochs}")
 
 
+#: ``distill_no_pseudo.steps`` words: the epoch-matched control (today's) and the step-matched one.
+NO_PSEUDO_STEPS = ("epochs", "match_semi_pkd")
+
+
+@dataclass(frozen=True)
+class NoPseudoConfig:
+    """``distill_no_pseudo``: how long the labelled-only student trains (the rest is ``distill``'s).
+
+    ``steps``: ``epochs`` (default, the epoch-matched control): ``distill.epochs`` passes over the
+    labelled set, far fewer optimizer steps than the Semi-PKD arm, whose epochs also hold a pseudo
+    pass. ``match_semi_pkd`` (the step-matched control): as many optimizer steps as the Semi-PKD
+    arm of the same config takes, computed from the config and the prepared data (labelled train
+    rows, pool size or ``distill.pool_draw``, batch, epochs), never from that stage's outputs. An
+    integer: that many optimizer steps. With a step budget the run takes as many labelled epochs
+    as the budget needs, the last one cut at the budget; the learning-rate cosine, the EMA horizon
+    and the EMA start follow the budget (docs/training.md, "A step budget").
+    """
+
+    steps: str | int = "epochs"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, str):
+            if self.steps not in NO_PSEUDO_STEPS:
+                raise ConfigError(f"steps: {self.steps!r} is not one of epochs, match_semi_pkd or a number of optimizer steps")
+        elif self.steps < 1:
+            raise ConfigError(f"steps: a number of optimizer steps must be >= 1, got {self.steps}")
+
+    @property
+    def budget(self) -> bool:
+        """Whether the run has a step budget (anything but the epoch-matched default)."""
+        return self.steps != "epochs"
+
+
 @dataclass(frozen=True)
 class PseudoLabelConfig:
     """``pseudolabel``: the teacher labels the unlabeled pool once; maps cached as uint8 shards."""
@@ -313,6 +347,8 @@ class Params:
     finetune: TrainConfig
     evaluate: EvaluateConfig
     report: ReportConfig
+    # A params file from before the section: the epoch-matched control it always ran.
+    distill_no_pseudo: NoPseudoConfig = NoPseudoConfig()
 
     def __post_init__(self) -> None:
         _choice(self.device, ("auto", "cpu", "cuda"), "device")

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import PREPARED, PreparedDataset
-from .engine import fit
+from .config import NoPseudoConfig, TrainConfig
+from .data import PREPARED, PreparedDataset, read_meta
+from .engine import StepBudget, fit
 from .io import sha256_file
 from .pseudolabel import PseudoDataset, PseudoLabelCache
 from .stage import StageError, require_file
 
-__all__ = ["EpochSubset", "holdout_split", "labelled_target_mean", "pseudo_pool", "train_labelled"]
+__all__ = ["EpochSubset", "holdout_split", "labelled_target_mean", "no_pseudo_budget", "pseudo_pool", "train_labelled"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,22 @@ def labelled_target_mean(split: Path, indices: np.ndarray | None = None, chunk: 
     return total / (len(rows) * int(np.prod(density.shape[1:])) * 255.0)
 
 
+def no_pseudo_budget(steps: NoPseudoConfig, distill: TrainConfig, pool: Path = PREPARED / "unlabeled" / "all") -> StepBudget | None:
+    """The labelled-only student's step budget (``distill_no_pseudo.steps``); None: epoch-matched.
+
+    ``match_semi_pkd`` takes the Semi-PKD arm's steps from the same config: its epochs hold a
+    pseudo pass over the prepared pool at ``pool`` (its image count from the prepared meta, the
+    count the pseudo-label cache must match), the labelled set and batch being the same; the
+    Semi-PKD stage's outputs are never read.
+    """
+    if not steps.budget:
+        return None
+    if steps.steps == "match_semi_pkd":
+        count = int(read_meta(require_file(pool, "run the prepare stage first"))["count"])
+        return StepBudget(pseudo_images=count, name="match_semi_pkd")
+    return StepBudget(steps=int(steps.steps), name=f"steps {steps.steps}")
+
+
 def pseudo_pool(output_size, augment, *, seed: int, bound_size=None, teacher: Path = Path("models/teacher.pt"),
                 cache: Path = Path("data/pseudo"), images: Path = PREPARED / "unlabeled" / "all") -> PseudoDataset:
     """The unlabeled pool with the trained teacher's cached maps, for a pseudo-label pass.
@@ -108,6 +125,7 @@ def train_labelled(
     live_dir: Path,
     pseudo: Dataset | None = None,
     head_prior: bool = False,
+    budget: StepBudget | None = None,
 ) -> dict:
     """Train ``model`` on the prepared labelled set at ``prepared`` (``train``/``val`` folders).
 
@@ -121,6 +139,9 @@ def train_labelled(
     logit(mean of the training targets), the rows it trains on (the holdout excluded), and that
     mean and bias are logged and written into the model file as ``head_prior``. Fine-tuning does
     not ask for it: a student with a head bias keeps its trained one.
+
+    ``budget`` (:func:`no_pseudo_budget`) gives the run a number of optimizer steps instead of
+    ``cfg.epochs`` epochs (:class:`semipkd.engine.StepBudget`).
     """
     train_dir = require_file(prepared / "train", "run the prepare stage first (dvc repro prepare)")
     train_aug = PreparedDataset(train_dir, hflip="hflip" in cfg.augment, photometric=cfg.augment, seed=seed)
@@ -151,6 +172,7 @@ def train_labelled(
         device=device,
         seed=seed,
         record=record,
+        budget=budget,
     )
     if record is not None:
         summary.update(record)

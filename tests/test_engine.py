@@ -29,7 +29,9 @@ from semipkd.engine import (
     CheckpointError,
     GlobalBatchSampler,
     NonFiniteLossError,
+    StepBudget,
     fit,
+    semi_pkd_steps,
     mix_with_ema,
     paper_sum,
 )
@@ -321,6 +323,47 @@ def test_fit_learns_the_toy_task_and_writes_its_outputs(data, reference):
 
     model = load_model(out / "model.pt")
     assert_same_state(model.state_dict(), payload["model"])
+
+
+def test_semi_pkd_steps_is_the_hand_count_of_both_arms():
+    """11 labelled items, a pool of 9, batch 4, 3 epochs: each pass drops its incomplete batch, so
+    the Semi-PKD arm takes 3 x (2 + 2) = 12 steps and the labelled-only arm 3 x 2 = 6."""
+    assert semi_pkd_steps(3, 11, 9, 4) == 12
+    assert semi_pkd_steps(3, 11, 0, 4) == 6
+    assert StepBudget(pseudo_images=9).total(3, 11, 4) == 12
+    assert StepBudget(pseudo_images=3).total(3, 11, 4) == 6  # a pool under one batch adds nothing
+    assert StepBudget(steps=7).total(3, 11, 4) == 7
+    for bad in ({}, {"steps": 7, "pseudo_images": 9}):
+        with pytest.raises(ValueError, match="exactly one"):
+            StepBudget(**bad)
+
+
+def test_step_budget_gives_the_labelled_only_run_the_semi_pkd_arms_steps(data, reference, tmp_path, caplog):
+    """The reference run (12 labelled, a pool of 4, batch 4, 2 epochs) takes 2 x (3 + 1) = 8 steps.
+    The labelled-only run matched to it takes the same 8: epochs of 3 steps, the third cut at 2.
+    Cosine and EMA follow the budget: lr at the start of epoch e is the cosine at step 3e of 8,
+    the nominal epoch is 8 / 2 = 4 steps (a 1-epoch horizon: decay 1 - 1/4), and the EMA starts
+    with the first epoch that begins at or after step 4 (epoch index 2)."""
+    _, ref_summary = reference
+    assert ref_summary["optimizer_steps"] == 8 and ref_summary["epochs"] == 2
+    assert "optimizer_steps" not in json.loads((reference[0] / "live" / "metrics.json").read_text())
+    cfg = make_cfg(ema_decay=None, ema_horizon_epochs=1.0)
+    with caplog.at_level(logging.INFO, logger="semipkd.engine"):
+        summary = run_fit(data, tmp_path, cfg, pseudo=None, budget=StepBudget(pseudo_images=4, name="match_semi_pkd"))
+    assert summary["optimizer_steps"] == 8 and summary["epochs"] == 3
+    history = torch.load(tmp_path / "ckpt" / "last.pt", map_location="cpu", weights_only=True)["history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2] and all("val/cc" in r for r in history)  # selection per epoch
+    assert [r["lr"] for r in history] == pytest.approx([2e-3 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in (0, 3, 6)])
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["optimizer_steps"] == 8
+    text = caplog.text
+    assert "step budget (match_semi_pkd): 8 optimizer steps = 3 epochs of 3 steps (the last 2)" in text
+    assert "EMA from epoch 2" in text and "EMA decay 0.750000" in text
+    # a fixed number of steps: 5 = 3 + 2
+    fixed = run_fit(data, tmp_path / "fixed", make_cfg(epochs=1), pseudo=None, budget=StepBudget(steps=5))
+    assert fixed["optimizer_steps"] == 5 and fixed["epochs"] == 2
+    # without a budget the labelled-only run is epoch-matched: 2 x 3 steps
+    plain = run_fit(data, tmp_path / "plain", make_cfg(), pseudo=None)
+    assert plain["optimizer_steps"] == 6 and plain["epochs"] == 2
 
 
 def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, reference, tmp_path):

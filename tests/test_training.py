@@ -114,3 +114,41 @@ def test_finetune_keeps_a_students_head_bias(tmp_path, monkeypatch):
     plain = torch.load(tmp_path / "models/finetune/osie/student_no_pseudo.pt", map_location="cpu", weights_only=True)
     assert "head_bias" not in plain["model_config"] and "decoder.head.bias" not in plain["model"]
     assert json.loads((tmp_path / "reports/finetune/osie/student/metrics.json").read_text())
+
+
+def _toy_params(**sections) -> dict:
+    """params.yaml with the toy sizes, on the CPU, a non-pretrained mobilenet_v2 student."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["device"] = "cpu"
+    raw["prepare"].update(input_size=[64, 64], output_size=list(OUTPUT))
+    raw["student"].update(backbone="mobilenet_v2", pretrained=False)
+    raw["distill"].update(epochs=2, batch_size=4, amp=False)
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+def test_distill_no_pseudo_matched_to_semi_pkd_takes_its_steps(tmp_path, monkeypatch):
+    """The stage, step-matched: 12 labelled images (1 held out: 11 train), a prepared pool of 9,
+    batch 4, 2 epochs. Semi-PKD arm by hand: 2 x (11 // 4 + 9 // 4) = 2 x (2 + 2) = 8 steps; the
+    labelled-only arm takes those 8 as 4 epochs of 2, and its metrics file says so. The pool's
+    size comes from the prepared meta; no pseudo-label cache or teacher is read."""
+    from semipkd.config import NoPseudoConfig
+    from semipkd.training import no_pseudo_budget
+
+    monkeypatch.chdir(tmp_path)
+    write_prepared(tmp_path / "data/prepared/salicon/train", 12, seed=1)
+    write_prepared(tmp_path / "data/prepared/salicon/val", 4, seed=2)
+    write_prepared(tmp_path / "data/prepared/unlabeled/all", 9, seed=3, labelled=False)
+    params = parse_params(_toy_params(distill_no_pseudo={"steps": "match_semi_pkd"}))
+    budget = no_pseudo_budget(params.distill_no_pseudo, params.distill)
+    assert budget.pseudo_images == 9 and budget.total(2, 11, 4) == 8
+    assert no_pseudo_budget(NoPseudoConfig(), params.distill) is None
+    assert no_pseudo_budget(NoPseudoConfig(steps=5), params.distill).total(2, 11, 4) == 5
+    torch.manual_seed(0)
+    _stage("distill").run(params, "no_pseudo")
+    metrics = json.loads((tmp_path / "reports/distill_no_pseudo/metrics.json").read_text())
+    assert metrics["optimizer_steps"] == 8 and metrics["step"] == 3  # 4 epochs, dvclive counts from 0
+    saved = torch.load(tmp_path / "models/student_no_pseudo.pt", map_location="cpu", weights_only=True)
+    assert saved["train_config"]["epochs"] == 2  # the config as given; the budget set the run's epochs
+    assert not (tmp_path / "models/student.pt").exists()
