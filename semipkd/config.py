@@ -241,6 +241,9 @@ class TrainConfig:
     select_metric: str = "paper_sum"  # the paper code's metric sum; loss | kld | cc | nss | sim
     augment: tuple[str, ...] = ("hflip", "color_jitter")  # the labelled data's (the paper: SALICON)
     pseudo_augment: tuple[str, ...] = ("hflip", "color_jitter", "trivial_augment")  # the pool's
+    # Images of the pool each epoch's pseudo pass draws (a new seeded draw per epoch, without
+    # replacement); null: the whole pool. Ignored by a run without a pseudo pass.
+    pool_draw: int | None = None
 
     def __post_init__(self) -> None:
         _choice(self.nonfinite, ON_ERROR, "nonfinite")
@@ -261,6 +264,8 @@ class TrainConfig:
             )
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.pool_draw is not None and self.pool_draw < 1:
+            raise ConfigError(f"pool_draw: must be >= 1 images per epoch (or null: the whole pool), got {self.pool_draw}")
         if self.ema_horizon_epochs is not None and self.ema_horizon_epochs <= 0:
             raise ConfigError(f"ema_horizon_epochs: must be > 0, got {self.ema_horizon_epochs}")
 

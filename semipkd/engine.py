@@ -83,6 +83,7 @@ __all__ = [
     "fit",
     "StepBudget",
     "semi_pkd_steps",
+    "pool_images",
     "TrainPass",
     "LabelledPass",
     "PseudoPass",
@@ -103,6 +104,9 @@ log = logging.getLogger(__name__)
 SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(dict(names.SELECT_METRICS))
 # Config fields that do not change the result: a resume with a different value is still exact.
 _RESULT_NEUTRAL_FIELDS = ("num_workers",)
+# Config fields added after model files existed, left out of the recorded train_config (and the
+# resume fingerprint) at their default, so a default run writes the bytes it always wrote.
+_OMITTED_AT_DEFAULT: Mapping[str, Any] = types.MappingProxyType({"pool_draw": None})
 # Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
 _STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
 _EPS = 1e-12
@@ -164,6 +168,17 @@ def semi_pkd_steps(epochs: int, n_labelled: int, pseudo_images: int, global_batc
     items and a pseudo pass over ``pseudo_images`` pool items (0: none), whole global batches only
     (every pass drops its incomplete last batch)."""
     return epochs * (n_labelled // global_batch + pseudo_images // global_batch)
+
+
+def pool_images(pool_draw: int | None, pool_size: int) -> int:
+    """Images of a pool of ``pool_size`` that one epoch's pseudo pass goes over: ``pool_draw``
+    (``ConfigError`` naming the key when the pool is smaller), or all of them when None."""
+    if pool_draw is None:
+        return pool_size
+    if pool_draw > pool_size:
+        raise ConfigError(f"pool_draw: {pool_draw} images per epoch, but the pool holds {pool_size}; "
+                          f"set at most {pool_size}, or null for the whole pool")
+    return pool_draw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +260,7 @@ class TrainPass:
     stream: int = 0
     target_key: str = ""
     log_key: str = ""
+    draw: int | None = None  # items drawn per epoch (seeded, without replacement); None: all
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -371,6 +387,9 @@ def fit(
     for name, ds in (("labelled", labelled), ("pseudo", pseudo)):
         if ds is not None and len(ds) < global_batch:
             raise ValueError(f"{name} dataset has {len(ds)} items, fewer than one batch of {global_batch}")
+    pseudo_images = 0 if pseudo is None else pool_images(cfg.pool_draw, len(pseudo))
+    if pseudo is not None and pseudo_images < global_batch:
+        raise ConfigError(f"pool_draw: {pseudo_images} images per epoch are fewer than one batch of {global_batch}")
     if len(val) == 0:
         raise ValueError("val dataset is empty: nothing to select the best epoch on")
 
@@ -378,7 +397,7 @@ def fit(
     if pseudo is not None and cfg.pseudo_loss is None:
         raise ConfigError("pseudo_loss: weights are needed to train on pseudo-labels, and none are set")
     pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, losses_mod.PSEUDO_TERMS, "pseudo_loss")
-    train_config = as_plain(cfg)
+    train_config = {k: v for k, v in as_plain(cfg).items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
         "seed": seed,
@@ -394,7 +413,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     if world_size > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    steps_per_epoch = semi_pkd_steps(1, len(labelled), 0 if pseudo is None else len(pseudo), global_batch)
+    steps_per_epoch = semi_pkd_steps(1, len(labelled), pseudo_images, global_batch)
     if budget is None:
         epochs, ema_start_epoch, total_steps = cfg.epochs, cfg.ema_start_epoch, cfg.epochs * steps_per_epoch
         ema_epoch_steps: float = steps_per_epoch
@@ -478,7 +497,7 @@ def fit(
     )
     passes: list[TrainPass] = [LabelledPass(labelled, loss_w)]
     if pseudo is not None:
-        passes.append(PseudoPass(pseudo, pseudo_w))
+        passes.append(PseudoPass(pseudo, pseudo_w, draw=cfg.pool_draw))
     first_epoch = state["epoch"] + 1
     train_images = 0
     train_seconds = 0.0
@@ -603,7 +622,8 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int, max_steps: int) ->
     dataset, stream, seed, kind = train_pass.dataset, train_pass.stream, loop.seed, train_pass.name
     _set_epoch(dataset, epoch)
     sampler = GlobalBatchSampler(
-        len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream)
+        len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream),
+        draw=train_pass.draw,
     )
     loader = _make_loader(dataset, sampler, per_rank_batch, cfg, device, _derive_seed(seed, epoch, stream, _STREAM_LOADER))
     # ema_mix = 1 keeps the target as it is: no need to run the EMA model at all.

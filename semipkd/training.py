@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .config import NoPseudoConfig, TrainConfig
 from .data import PREPARED, PreparedDataset, read_meta
-from .engine import StepBudget, fit
+from .engine import StepBudget, fit, pool_images
 from .io import sha256_file
 from .pseudolabel import PseudoDataset, PseudoLabelCache
 from .stage import StageError, require_file
@@ -80,14 +80,14 @@ def no_pseudo_budget(steps: NoPseudoConfig, distill: TrainConfig, pool: Path = P
 
     ``match_semi_pkd`` takes the Semi-PKD arm's steps from the same config: its epochs hold a
     pseudo pass over the prepared pool at ``pool`` (its image count from the prepared meta, the
-    count the pseudo-label cache must match), the labelled set and batch being the same; the
-    Semi-PKD stage's outputs are never read.
+    count the pseudo-label cache must match) or over ``distill.pool_draw`` of its images, the
+    labelled set and batch being the same; the Semi-PKD stage's outputs are never read.
     """
     if not steps.budget:
         return None
     if steps.steps == "match_semi_pkd":
         count = int(read_meta(require_file(pool, "run the prepare stage first"))["count"])
-        return StepBudget(pseudo_images=count, name="match_semi_pkd")
+        return StepBudget(pseudo_images=pool_images(distill.pool_draw, count), name="match_semi_pkd")
     return StepBudget(steps=int(steps.steps), name=f"steps {steps.steps}")
 
 

@@ -366,6 +366,74 @@ def test_step_budget_gives_the_labelled_only_run_the_semi_pkd_arms_steps(data, r
     assert plain["optimizer_steps"] == 6 and plain["epochs"] == 2
 
 
+def test_pool_draw_is_a_seeded_fixed_size_draw_per_epoch_that_covers_the_pool():
+    """``GlobalBatchSampler(draw=k)``: the first k items of the epoch's seeded permutation, i.e. k
+    distinct items (k // G steps), the same for the same (seed, epoch), another draw each epoch,
+    the whole pool over enough epochs; the ranks of a DDP run split the same draw."""
+    from semipkd.engine import _STREAM_PSEUDO, _derive_seed
+
+    def draw(epoch, seed=3, k=4, **kw):
+        key = _derive_seed(seed, epoch, _STREAM_PSEUDO)
+        return list(GlobalBatchSampler(10, kw.pop("b", 2), rank=kw.pop("rank", 0), world_size=kw.pop("world", 1), seed_key=key, draw=k))
+
+    epochs = [draw(e) for e in range(12)]
+    assert all(len(d) == 4 and len(set(d)) == 4 for d in epochs)
+    assert epochs == [draw(e) for e in range(12)]  # seeded: the same again
+    assert len({tuple(d) for d in epochs}) == 12  # a new draw every epoch
+    assert set().union(*epochs) == set(range(10))  # the whole pool, over 12 epochs here
+    assert draw(0, seed=4) != epochs[0]
+    assert len(draw(0, k=5)) == 4  # whole batches only: 5 // 2 = 2 steps
+    assert draw(0, k=None) == draw(0, k=10)  # None: the whole pool, in the order it always had
+    ranks = [draw(0, b=1, rank=r, world=2) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(epochs[0])
+    with pytest.raises(ValueError, match="draw must be in"):
+        draw(0, k=11)
+
+
+class RecordingPseudo(ToyPseudo):
+    """ToyPseudo that records the pool indices each epoch's pass reads (num_workers=0 only)."""
+
+    def __init__(self, folder: Path, seed: int) -> None:
+        super().__init__(folder, seed)
+        self.seen: dict[int, list[int]] = {}
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = epoch
+
+    def __getitem__(self, i):
+        self.seen.setdefault(self.epoch, []).append(int(i))
+        return super().__getitem__(i)
+
+
+def test_fit_with_pool_draw_takes_the_drawn_images_each_epoch(data, tmp_path):
+    """A pool of 8, batch 4, 12 labelled: with pool_draw 4 an epoch is 3 labelled + 1 pseudo steps
+    (2 epochs: 8 steps; the whole pool: 3 + 2 per epoch, 10), and each epoch reads exactly the
+    sampler's seeded draw of 4 distinct images. Too large a draw names the key and the pool."""
+    from semipkd.engine import _STREAM_PSEUDO, _derive_seed
+
+    write_prepared(tmp_path / "pool8", 8, seed=5)
+    pool = RecordingPseudo(tmp_path / "pool8", seed=8)
+    summary = run_fit(data, tmp_path / "draw", make_cfg(pool_draw=4), pseudo=pool)
+    assert summary["optimizer_steps"] == 8
+    for epoch in (0, 1):
+        expect = list(GlobalBatchSampler(8, 4, rank=0, world_size=1, seed_key=_derive_seed(3, epoch, _STREAM_PSEUDO), draw=4))
+        assert pool.seen[epoch] == expect and len(set(expect)) == 4
+    assert pool.seen[0] != pool.seen[1]
+    assert torch.load(tmp_path / "draw" / "model.pt", weights_only=True)["train_config"]["pool_draw"] == 4
+    whole = run_fit(data, tmp_path / "whole", make_cfg(), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    assert whole["optimizer_steps"] == 10
+    # the default keeps the model file's train_config as it was before the key
+    assert "pool_draw" not in torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["train_config"]
+    with pytest.raises(ConfigError, match="pool_draw: 9 images per epoch, but the pool holds 8"):
+        run_fit(data, tmp_path / "big", make_cfg(pool_draw=9), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    with pytest.raises(ConfigError, match="pool_draw: 3 images per epoch are fewer than one batch of 4"):
+        run_fit(data, tmp_path / "small", make_cfg(pool_draw=3), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    with pytest.raises(ConfigError, match="pool_draw: must be >= 1"):
+        make_cfg(pool_draw=0)
+
+
 def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, reference, tmp_path):
     ref_out, _ = reference
 

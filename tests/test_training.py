@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from semipkd.config import parse_params
+from semipkd.config import ConfigError, parse_params
 from semipkd.io import atomic_torch_save
 from semipkd.models import checkpoint_payload, load_model
 from semipkd.training import holdout_split, labelled_target_mean, train_labelled
@@ -145,6 +145,12 @@ def test_distill_no_pseudo_matched_to_semi_pkd_takes_its_steps(tmp_path, monkeyp
     assert budget.pseudo_images == 9 and budget.total(2, 11, 4) == 8
     assert no_pseudo_budget(NoPseudoConfig(), params.distill) is None
     assert no_pseudo_budget(NoPseudoConfig(steps=5), params.distill).total(2, 11, 4) == 5
+    # with distill.pool_draw the Semi-PKD arm's pseudo pass is the draw: 2 x (2 + 4 // 4) = 6
+    drawn = parse_params(_toy_params(distill={"pool_draw": 4}, distill_no_pseudo={"steps": "match_semi_pkd"}))
+    assert no_pseudo_budget(drawn.distill_no_pseudo, drawn.distill).total(2, 11, 4) == 6
+    too_big = parse_params(_toy_params(distill={"pool_draw": 10}, distill_no_pseudo={"steps": "match_semi_pkd"}))
+    with pytest.raises(ConfigError, match="pool_draw: 10 images per epoch, but the pool holds 9"):
+        no_pseudo_budget(too_big.distill_no_pseudo, too_big.distill)
     torch.manual_seed(0)
     _stage("distill").run(params, "no_pseudo")
     metrics = json.loads((tmp_path / "reports/distill_no_pseudo/metrics.json").read_text())
