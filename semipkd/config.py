@@ -28,6 +28,7 @@ from semipkd.names import (
     BENCHMARKS,
     EMA_MIX_MODES,
     LABELLED_SETS,
+    NSS_AGGREGATIONS,
     ON_ERROR,
     PROTOCOLS,
     REAL_ONLY_BENCHMARKS,
@@ -244,11 +245,15 @@ class TrainConfig:
     # Images of the pool each epoch's pseudo pass draws (a new seeded draw per epoch, without
     # replacement); null: the whole pool. Ignored by a run without a pseudo pass.
     pool_draw: int | None = None
+    # The labelled loss's NSS term: per_image, the batch mean of 1 - sigmoid(NSS_i) (ours), or
+    # batch_mean, 1 - sigmoid(the batch mean of NSS_i) (the paper's code).
+    nss_aggregation: str = "per_image"
 
     def __post_init__(self) -> None:
         _choice(self.nonfinite, ON_ERROR, "nonfinite")
         _choice(self.select_on, ("holdout", "val"), "select_on")
         _choice(self.ema_mix_mode, EMA_MIX_MODES, "ema_mix_mode")
+        _choice(self.nss_aggregation, NSS_AGGREGATIONS, "nss_aggregation")
         _choice(self.select_metric, tuple(SELECT_METRICS), "select_metric")
         for key in ("augment", "pseudo_augment"):
             for a in getattr(self, key):

@@ -106,7 +106,7 @@ SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(dict(names.SELECT_ME
 _RESULT_NEUTRAL_FIELDS = ("num_workers",)
 # Config fields added after model files existed, left out of the recorded train_config (and the
 # resume fingerprint) at their default, so a default run writes the bytes it always wrote.
-_OMITTED_AT_DEFAULT: Mapping[str, Any] = types.MappingProxyType({"pool_draw": None})
+_OMITTED_AT_DEFAULT: Mapping[str, Any] = types.MappingProxyType({"pool_draw": None, "nss_aggregation": "per_image"})
 # Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
 _STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
 _EPS = 1e-12
@@ -274,10 +274,11 @@ class LabelledPass(TrainPass):
     stream: int = _STREAM_LABELLED
     target_key: str = "density"
     log_key: str = "train/loss"
+    nss_aggregation: str = "per_image"  # see losses.labelled_loss
 
     def loss(self, pred, target, batch, device):
         fixations = batch["fixations"].to(device, non_blocking=True)
-        return losses_mod.labelled_loss(pred, target, fixations, self.weights)
+        return losses_mod.labelled_loss(pred, target, fixations, self.weights, self.nss_aggregation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,7 +496,7 @@ def fit(
         ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dist_=dist_, epochs=epochs,
         ema_start_epoch=ema_start_epoch,
     )
-    passes: list[TrainPass] = [LabelledPass(labelled, loss_w)]
+    passes: list[TrainPass] = [LabelledPass(labelled, loss_w, nss_aggregation=cfg.nss_aggregation)]
     if pseudo is not None:
         passes.append(PseudoPass(pseudo, pseudo_w, draw=cfg.pool_draw))
     first_epoch = state["epoch"] + 1
@@ -764,7 +765,7 @@ def _validate(
             pred = model(x)
         pred = pred.float()
         k = pred.shape[0]
-        sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w)) * k
+        sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w, cfg.nss_aggregation)) * k
         sums["cc"] += float(metrics_mod.cc(pred, density).sum())
         sums["kld"] += float(metrics_mod.kld(pred, density).sum())
         sums["nss"] += float(metrics_mod.nss(pred, fixations).sum())

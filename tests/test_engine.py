@@ -434,6 +434,27 @@ def test_fit_with_pool_draw_takes_the_drawn_images_each_epoch(data, tmp_path):
         make_cfg(pool_draw=0)
 
 
+def test_nss_aggregation_reaches_the_labelled_pass_and_is_recorded_only_when_set(data, reference, tmp_path):
+    """``nss_aggregation: batch_mean`` (the paper's code): the labelled pass's loss is
+    ``losses.labelled_loss(..., "batch_mean")``; the run records it in train_config, while a
+    default run's train_config has no such key (its files keep their bytes)."""
+    from semipkd.engine import LabelledPass
+    from semipkd.losses import labelled_loss
+
+    train, _ = datasets(data, augment=False)
+    batch = torch.utils.data.default_collate([train[i] for i in range(4)])
+    pred = torch.rand(4, *OUTPUT, dtype=torch.float64)
+    w = {"kld": 1.0, "cc": 1.0, "nss": 1.0}
+    for mode in ("per_image", "batch_mean"):
+        got = LabelledPass(train, w, nss_aggregation=mode).loss(pred, batch["density"], batch, torch.device("cpu"))
+        assert got.item() == labelled_loss(pred, batch["density"], batch["fixations"], w, mode).item()
+    assert "nss_aggregation" not in torch.load(reference[0] / "model.pt", weights_only=True)["train_config"]
+    run_fit(data, tmp_path, make_cfg(epochs=1, nss_aggregation="batch_mean"), pseudo=None)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["train_config"]["nss_aggregation"] == "batch_mean"
+    with pytest.raises(ConfigError, match="nss_aggregation"):
+        make_cfg(nss_aggregation="sum")
+
+
 def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, reference, tmp_path):
     ref_out, _ = reference
 
