@@ -28,6 +28,7 @@ from semipkd.names import (
     BENCHMARKS,
     EMA_MIX_MODES,
     LABELLED_SETS,
+    NSS_AGGREGATIONS,
     ON_ERROR,
     PROTOCOLS,
     REAL_ONLY_BENCHMARKS,
@@ -42,6 +43,7 @@ __all__ = [
     "PrepareConfig",
     "ModelConfig",
     "TrainConfig",
+    "NoPseudoConfig",
     "PseudoLabelConfig",
     "EvaluateConfig",
     "ReportConfig",
@@ -181,6 +183,10 @@ class ModelConfig:
     #: The decoder's activation, ``relu`` or ``swish``; None: the backbone's pairing in the registry
     #: (the paper's: Swish for EEEA-Net and OFA, ReLU for the others).
     decoder_act: str | None = None
+    #: True: the head convolution gets a bias, initialised at the start of training to
+    #: logit(mean of the labelled training targets), so the head rests at the data's mean value
+    #: instead of 0.5 (RetinaNet's prior initialisation). False: the paper's bias-free head.
+    head_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.width <= 0:
@@ -236,11 +242,18 @@ class TrainConfig:
     select_metric: str = "paper_sum"  # the paper code's metric sum; loss | kld | cc | nss | sim
     augment: tuple[str, ...] = ("hflip", "color_jitter")  # the labelled data's (the paper: SALICON)
     pseudo_augment: tuple[str, ...] = ("hflip", "color_jitter", "trivial_augment")  # the pool's
+    # Images of the pool each epoch's pseudo pass draws (a new seeded draw per epoch, without
+    # replacement); null: the whole pool. Ignored by a run without a pseudo pass.
+    pool_draw: int | None = None
+    # The labelled loss's NSS term: per_image, the batch mean of 1 - sigmoid(NSS_i) (ours), or
+    # batch_mean, 1 - sigmoid(the batch mean of NSS_i) (the paper's code).
+    nss_aggregation: str = "per_image"
 
     def __post_init__(self) -> None:
         _choice(self.nonfinite, ON_ERROR, "nonfinite")
         _choice(self.select_on, ("holdout", "val"), "select_on")
         _choice(self.ema_mix_mode, EMA_MIX_MODES, "ema_mix_mode")
+        _choice(self.nss_aggregation, NSS_AGGREGATIONS, "nss_aggregation")
         _choice(self.select_metric, tuple(SELECT_METRICS), "select_metric")
         for key in ("augment", "pseudo_augment"):
             for a in getattr(self, key):
@@ -256,8 +269,43 @@ class TrainConfig:
             )
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.pool_draw is not None and self.pool_draw < 1:
+            raise ConfigError(f"pool_draw: must be >= 1 images per epoch (or null: the whole pool), got {self.pool_draw}")
         if self.ema_horizon_epochs is not None and self.ema_horizon_epochs <= 0:
             raise ConfigError(f"ema_horizon_epochs: must be > 0, got {self.ema_horizon_epochs}")
+
+
+#: ``distill_no_pseudo.steps`` words: the epoch-matched control (today's) and the step-matched one.
+NO_PSEUDO_STEPS = ("epochs", "match_semi_pkd")
+
+
+@dataclass(frozen=True)
+class NoPseudoConfig:
+    """``distill_no_pseudo``: how long the labelled-only student trains (the rest is ``distill``'s).
+
+    ``steps``: ``epochs`` (default, the epoch-matched control): ``distill.epochs`` passes over the
+    labelled set, far fewer optimizer steps than the Semi-PKD arm, whose epochs also hold a pseudo
+    pass. ``match_semi_pkd`` (the step-matched control): as many optimizer steps as the Semi-PKD
+    arm of the same config takes, computed from the config and the prepared data (labelled train
+    rows, pool size or ``distill.pool_draw``, batch, epochs), never from that stage's outputs. An
+    integer: that many optimizer steps. With a step budget the run takes as many labelled epochs
+    as the budget needs, the last one cut at the budget; the learning-rate cosine, the EMA horizon
+    and the EMA start follow the budget (docs/training.md, "A step budget").
+    """
+
+    steps: str | int = "epochs"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, str):
+            if self.steps not in NO_PSEUDO_STEPS:
+                raise ConfigError(f"steps: {self.steps!r} is not one of epochs, match_semi_pkd or a number of optimizer steps")
+        elif self.steps < 1:
+            raise ConfigError(f"steps: a number of optimizer steps must be >= 1, got {self.steps}")
+
+    @property
+    def budget(self) -> bool:
+        """Whether the run has a step budget (anything but the epoch-matched default)."""
+        return self.steps != "epochs"
 
 
 @dataclass(frozen=True)
@@ -309,6 +357,8 @@ class Params:
     finetune: TrainConfig
     evaluate: EvaluateConfig
     report: ReportConfig
+    # A params file from before the section: the epoch-matched control it always ran.
+    distill_no_pseudo: NoPseudoConfig = NoPseudoConfig()
 
     def __post_init__(self) -> None:
         _choice(self.device, ("auto", "cpu", "cuda"), "device")

@@ -65,13 +65,19 @@ class GlobalBatchSampler(Sampler[int]):
     ``perm[s*G:(s+1)*G]`` with ``G = per_rank_batch * world_size``, and rank ``r`` takes its
     contiguous slice ``[r*b:(r+1)*b]``. The incomplete last batch is dropped (every step has the
     full batch, which BatchNorm needs). Use with ``DataLoader(batch_size=per_rank_batch)``.
+
+    ``draw``: only the first ``draw`` items of the permutation are used, i.e. a seeded draw of
+    ``draw`` of the ``n`` items without replacement (``draw // G`` steps); None: all ``n``.
     """
 
-    def __init__(self, n: int, per_rank_batch: int, *, rank: int, world_size: int, seed_key: int) -> None:
+    def __init__(self, n: int, per_rank_batch: int, *, rank: int, world_size: int, seed_key: int,
+                 draw: int | None = None) -> None:
         if per_rank_batch < 1:
             raise ValueError(f"per_rank_batch must be >= 1, got {per_rank_batch}")
+        if draw is not None and not 0 <= draw <= n:
+            raise ValueError(f"draw must be in [0, {n}], got {draw}")
         self.n, self.b, self.rank, self.world_size, self.seed_key = n, per_rank_batch, rank, world_size, seed_key
-        self.steps = n // (per_rank_batch * world_size)
+        self.steps = (n if draw is None else draw) // (per_rank_batch * world_size)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed_key)

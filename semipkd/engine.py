@@ -19,6 +19,13 @@ pieces, and why each is as it is:
 * **Optimiser.** AdamW; the learning rate follows a cosine from ``cfg.lr`` to 0 over the total
   number of optimizer steps of the run (labelled + pseudo passes of all epochs), stepped per
   step so the schedule does not depend on how the steps fall into epochs.
+* **Step budget** (``budget``, the step-matched labelled-only control): the run takes a given
+  number of optimizer steps instead of ``cfg.epochs`` epochs: ``ceil(budget / steps per epoch)``
+  epochs, the last one cut at the budget. The ``cfg.epochs`` epochs then name the budget's
+  *nominal* epochs of ``budget / cfg.epochs`` steps each: the cosine runs over the budget, the
+  EMA horizon is ``ema_horizon_epochs`` nominal epochs, and the EMA starts at the first epoch
+  that begins at or after step ``ema_start_epoch * budget / cfg.epochs``. Selection is still
+  per (run) epoch.
 * **Mixed precision.** ``cfg.amp`` on CUDA: bf16 autocast where the GPU has it, else fp16 with a
   ``GradScaler``. Losses and metrics are always computed in float32. Off on the CPU.
 * **Resume.** Every epoch ends with an atomic ``ckpt_dir/last.pt``: model, EMA, optimizer,
@@ -74,6 +81,9 @@ from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everythi
 
 __all__ = [
     "fit",
+    "StepBudget",
+    "semi_pkd_steps",
+    "pool_images",
     "TrainPass",
     "LabelledPass",
     "PseudoPass",
@@ -94,6 +104,9 @@ log = logging.getLogger(__name__)
 SELECT_METRICS: Mapping[str, bool] = types.MappingProxyType(dict(names.SELECT_METRICS))
 # Config fields that do not change the result: a resume with a different value is still exact.
 _RESULT_NEUTRAL_FIELDS = ("num_workers",)
+# Config fields added after model files existed, left out of the recorded train_config (and the
+# resume fingerprint) at their default, so a default run writes the bytes it always wrote.
+_OMITTED_AT_DEFAULT: Mapping[str, Any] = types.MappingProxyType({"pool_draw": None, "nss_aggregation": "per_image"})
 # Streams of the per-epoch seeds, so the labelled and pseudo passes draw independent orders.
 _STREAM_LABELLED, _STREAM_PSEUDO, _STREAM_LOADER = 1, 2, 3
 _EPS = 1e-12
@@ -148,6 +161,48 @@ def ema_decay_for(cfg: TrainConfig, steps_per_epoch: int) -> float:
         return float(cfg.ema_decay)
     steps = cfg.ema_horizon_epochs * max(1, steps_per_epoch)
     return max(0.0, 1.0 - 1.0 / steps) if steps > 1 else 0.0
+
+
+def semi_pkd_steps(epochs: int, n_labelled: int, pseudo_images: int, global_batch: int) -> int:
+    """Optimizer steps of a run of ``epochs`` epochs, each a labelled pass over ``n_labelled``
+    items and a pseudo pass over ``pseudo_images`` pool items (0: none), whole global batches only
+    (every pass drops its incomplete last batch)."""
+    return epochs * (n_labelled // global_batch + pseudo_images // global_batch)
+
+
+def pool_images(pool_draw: int | None, pool_size: int) -> int:
+    """Images of a pool of ``pool_size`` that one epoch's pseudo pass goes over: ``pool_draw``
+    (``ConfigError`` naming the key when the pool is smaller), or all of them when None."""
+    if pool_draw is None:
+        return pool_size
+    if pool_draw > pool_size:
+        raise ConfigError(f"pool_draw: {pool_draw} images per epoch, but the pool holds {pool_size}; "
+                          f"set at most {pool_size}, or null for the whole pool")
+    return pool_draw
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBudget:
+    """A run's number of optimizer steps, set apart from its epochs.
+
+    Exactly one of: ``steps``, a fixed count; ``pseudo_images``, the steps of a run of the same
+    ``cfg.epochs``, labelled set and global batch whose epochs also hold a pseudo pass over that
+    many pool images (:func:`semi_pkd_steps`): the Semi-PKD arm of the labelled-only control.
+    ``name`` says which control it is in logs.
+    """
+
+    steps: int | None = None
+    pseudo_images: int | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.pseudo_images is None):
+            raise ValueError(f"StepBudget: give exactly one of steps and pseudo_images, got {self.steps}, {self.pseudo_images}")
+
+    def total(self, epochs: int, n_labelled: int, global_batch: int) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        return semi_pkd_steps(epochs, n_labelled, int(self.pseudo_images), global_batch)
 
 
 def _derive_seed(*keys: int) -> int:
@@ -205,6 +260,7 @@ class TrainPass:
     stream: int = 0
     target_key: str = ""
     log_key: str = ""
+    draw: int | None = None  # items drawn per epoch (seeded, without replacement); None: all
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -218,10 +274,11 @@ class LabelledPass(TrainPass):
     stream: int = _STREAM_LABELLED
     target_key: str = "density"
     log_key: str = "train/loss"
+    nss_aggregation: str = "per_image"  # see losses.labelled_loss
 
     def loss(self, pred, target, batch, device):
         fixations = batch["fixations"].to(device, non_blocking=True)
-        return losses_mod.labelled_loss(pred, target, fixations, self.weights)
+        return losses_mod.labelled_loss(pred, target, fixations, self.weights, self.nss_aggregation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +309,8 @@ class _Loop:
     scheduler: Any
     scaler: torch.amp.GradScaler
     dist_: Distributed
+    epochs: int  # epochs of this run (cfg.epochs, or as many as a step budget needs)
+    ema_start_epoch: int  # cfg.ema_start_epoch, or its step-budget equivalent
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +329,8 @@ def fit(
     device: torch.device | str,
     seed: int,
     pseudo: Dataset | None = None,
+    record: Mapping[str, Any] | None = None,
+    budget: StepBudget | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and write the best epoch's weights to ``out_path``.
 
@@ -288,13 +349,19 @@ def fit(
         device: where to train.
         seed: seeds initial RNG states, data order and augmentation.
         pseudo: optional pool of items ``{"image", "target": (h, w) float [0, 1], "index"}``.
+        record: JSON-able facts about how the run was set up (e.g. the head prior), written into
+            the model file under their keys; None writes nothing more.
+        budget: a :class:`StepBudget` (the run takes that many optimizer steps, see the module
+            docstring); None: ``cfg.epochs`` epochs.
 
     The best epoch is chosen by ``cfg.select_metric``, one of :data:`SELECT_METRICS`.
 
     Returns:
         ``{"best_epoch", "val" (metrics of the best epoch), "epochs", "epochs_run" (in this
         call), "images_per_s" (training images per second over the passes run in this call,
-        all processes together), "data_wait_share", "skipped_steps", "device", "world_size"}``.
+        all processes together), "data_wait_share", "skipped_steps", "optimizer_steps" (of the
+        whole run, skipped ones included), "device", "world_size"}``; "epochs" is the number of
+        epochs run (``cfg.epochs`` unless there is a budget).
     """
     select_metric = cfg.select_metric
     if select_metric not in SELECT_METRICS:
@@ -321,6 +388,9 @@ def fit(
     for name, ds in (("labelled", labelled), ("pseudo", pseudo)):
         if ds is not None and len(ds) < global_batch:
             raise ValueError(f"{name} dataset has {len(ds)} items, fewer than one batch of {global_batch}")
+    pseudo_images = 0 if pseudo is None else pool_images(cfg.pool_draw, len(pseudo))
+    if pseudo is not None and pseudo_images < global_batch:
+        raise ConfigError(f"pool_draw: {pseudo_images} images per epoch are fewer than one batch of {global_batch}")
     if len(val) == 0:
         raise ValueError("val dataset is empty: nothing to select the best epoch on")
 
@@ -328,7 +398,7 @@ def fit(
     if pseudo is not None and cfg.pseudo_loss is None:
         raise ConfigError("pseudo_loss: weights are needed to train on pseudo-labels, and none are set")
     pseudo_w = None if pseudo is None else _weights(cfg.pseudo_loss, losses_mod.PSEUDO_TERMS, "pseudo_loss")
-    train_config = as_plain(cfg)
+    train_config = {k: v for k, v in as_plain(cfg).items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
     fingerprint = {
         "train_config": {k: v for k, v in train_config.items() if k not in _RESULT_NEUTRAL_FIELDS},
         "seed": seed,
@@ -344,11 +414,33 @@ def fit(
         model.to(memory_format=torch.channels_last)
     if world_size > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    steps_per_epoch = len(labelled) // global_batch + (0 if pseudo is None else len(pseudo) // global_batch)
-    ema_decay = ema_decay_for(cfg, steps_per_epoch)
+    steps_per_epoch = semi_pkd_steps(1, len(labelled), pseudo_images, global_batch)
+    if budget is None:
+        epochs, ema_start_epoch, total_steps = cfg.epochs, cfg.ema_start_epoch, cfg.epochs * steps_per_epoch
+        ema_epoch_steps: float = steps_per_epoch
+    else:
+        total_steps = budget.total(cfg.epochs, len(labelled), global_batch)
+        if cfg.epochs < 1 or total_steps < 1:
+            raise ConfigError(f"a step budget needs epochs >= 1 and at least one step (epochs {cfg.epochs}, "
+                              f"{total_steps} steps): its nominal epochs are budget / epochs steps")
+        if steps_per_epoch < 1:
+            raise ValueError("a step budget needs at least one step per epoch")
+        epochs = -(-total_steps // steps_per_epoch)  # the last epoch cut at the budget
+        ema_epoch_steps = total_steps / cfg.epochs  # a nominal epoch
+        # The first epoch that starts at or after the nominal EMA start step.
+        ema_start_epoch = -(-cfg.ema_start_epoch * total_steps // (cfg.epochs * steps_per_epoch))
+        fingerprint["budget"] = total_steps
+        if dist_.main:
+            log.info("step budget (%s): %d optimizer steps = %d epochs of %d steps (the last %d), nominal epochs "
+                     "of %.4g steps; EMA from epoch %d", budget.name or "steps", total_steps, epochs, steps_per_epoch,
+                     total_steps - (epochs - 1) * steps_per_epoch, ema_epoch_steps, ema_start_epoch)
+    if dist_.main:
+        log.info("%d optimizer steps: %d epochs of up to %d steps (global batch %d)", total_steps, epochs, steps_per_epoch,
+                 global_batch)
+    ema_decay = ema_decay_for(cfg, ema_epoch_steps)
     if dist_.main and cfg.ema_horizon_epochs is not None:
-        log.info("EMA decay %.6f: a horizon of %g epochs at %d steps per epoch", ema_decay, cfg.ema_horizon_epochs,
-                 steps_per_epoch)
+        log.info("EMA decay %.6f: a horizon of %g epochs at %g steps per epoch", ema_decay, cfg.ema_horizon_epochs,
+                 ema_epoch_steps)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     ema.module.eval()
     train_model: nn.Module = model
@@ -357,9 +449,9 @@ def fit(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    cosine_steps = max(1, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cosine_steps) / cosine_steps))
     )
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -386,7 +478,7 @@ def fit(
             if dist_.main:
                 log.warning("%s was written by %d processes, now %d: RNG states re-seeded", ckpt_path, len(rngs), world_size)
         if dist_.main:
-            log.info("resuming from %s after epoch %d of %d", ckpt_path, state["epoch"] + 1, cfg.epochs)
+            log.info("resuming from %s after epoch %d of %d", ckpt_path, state["epoch"] + 1, epochs)
         del ckpt
 
     live = None
@@ -401,32 +493,36 @@ def fit(
 
     loop = _Loop(
         cfg=cfg, device=device, seed=seed, per_rank_batch=per_rank_batch, model=model, train_model=train_model,
-        ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dist_=dist_,
+        ema=ema, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dist_=dist_, epochs=epochs,
+        ema_start_epoch=ema_start_epoch,
     )
-    passes: list[TrainPass] = [LabelledPass(labelled, loss_w)]
+    passes: list[TrainPass] = [LabelledPass(labelled, loss_w, nss_aggregation=cfg.nss_aggregation)]
     if pseudo is not None:
-        passes.append(PseudoPass(pseudo, pseudo_w))
+        passes.append(PseudoPass(pseudo, pseudo_w, draw=cfg.pool_draw))
     first_epoch = state["epoch"] + 1
     train_images = 0
     train_seconds = 0.0
     wait_seconds = 0.0
-    if cfg.epochs == 0 and state["best"] is None:
+    if epochs == 0 and state["best"] is None:
         # Nothing to train: the given weights are the result, scored once.
         metrics = _validate(model, val, cfg, device, per_rank_batch, loss_w, dist_)
         state["best"] = {"epoch": None, "score": metrics[select_metric], "val": metrics, "model": _cpu_state(model)}
 
-    for epoch in range(first_epoch, cfg.epochs):
+    for epoch in range(first_epoch, epochs):
         epoch_start = time.perf_counter()
         lr0 = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "lr": lr0}
+        step = epoch * steps_per_epoch  # the run's optimizer steps before this pass
         for train_pass in passes:
-            out = _run_pass(loop, train_pass, epoch)
+            # Without a budget every pass runs whole (total_steps is the sum of all passes).
+            out = _run_pass(loop, train_pass, epoch, max_steps=max(0, total_steps - step))
+            step += out["steps"]
             row[train_pass.log_key] = out["loss"]
             state["skipped_steps"] += out["skipped"]
             train_images += out["images"]
             train_seconds += out["seconds"]
             wait_seconds += out["wait_seconds"]
-        if epoch == cfg.ema_start_epoch - 1:
+        if epoch == ema_start_epoch - 1:
             # The paper's schedule: no EMA updates before the EMA is used; its first update, at
             # the end of the epoch before, copies the model (AveragedModel's first update does).
             ema.update_parameters(model)
@@ -444,7 +540,7 @@ def fit(
             log.info(
                 "epoch %d/%d: %s | %.0f s%s",
                 epoch + 1,
-                cfg.epochs,
+                epochs,
                 ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
                 time.perf_counter() - epoch_start,
                 f" | max GPU memory {_cuda_mem(device)}" if device.type == "cuda" else "",
@@ -459,15 +555,20 @@ def fit(
     if dist_.main:
         meta = {k: v for k, v in checkpoint_payload(model).items() if k != "model"}
         meta.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
+        meta.update(record or {})
         # One JSON round trip: pickle memoises by object identity, so without it the file's bytes
         # would depend on where the strings came from (a resumed run reads them from last.pt)
         # and a resumed run would write other bytes than an uninterrupted one, same weights.
         atomic_torch_save(out_path, {"model": best["model"], **json.loads(json.dumps(meta))})
+        if budget is not None:
+            # Which control ran, for a reader of the metrics (only with a budget: the default
+            # run's metrics file keeps its bytes).
+            live.summary["optimizer_steps"] = int(scheduler.last_epoch)
         live.end()
         log.info(
             "best epoch %s of %d (val %s %.4f) -> %s",
             "-" if best["epoch"] is None else best["epoch"] + 1,
-            cfg.epochs,
+            epochs,
             select_metric,
             best["val"].get(select_metric, float("nan")),
             out_path,
@@ -476,11 +577,12 @@ def fit(
     return {
         "best_epoch": best["epoch"],
         "val": dict(best["val"]),
-        "epochs": cfg.epochs,
-        "epochs_run": max(0, cfg.epochs - first_epoch),
+        "epochs": epochs,
+        "epochs_run": max(0, epochs - first_epoch),
         "images_per_s": train_images / train_seconds if train_seconds > 0 else 0.0,
         "data_wait_share": wait_seconds / train_seconds if train_seconds > 0 else 0.0,
         "skipped_steps": state["skipped_steps"],
+        "optimizer_steps": int(scheduler.last_epoch),
         "device": str(device),
         "world_size": world_size,
     }
@@ -511,8 +613,9 @@ def _make_loader(dataset: Dataset, sampler: Sampler, batch: int, cfg: TrainConfi
     )
 
 
-def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float]:
-    """One pass over ``train_pass.dataset``; returns mean loss, images, seconds, data-wait seconds, skips."""
+def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int, max_steps: int) -> dict[str, float]:
+    """One pass over ``train_pass.dataset``, cut after ``max_steps`` optimizer steps (a step
+    budget's last epoch); returns mean loss, steps, images, seconds, data-wait seconds, skips."""
     cfg, device, dist_, per_rank_batch = loop.cfg, loop.device, loop.dist_, loop.per_rank_batch
     model, train_model, ema, optimizer, scheduler, scaler = (
         loop.model, loop.train_model, loop.ema, loop.optimizer, loop.scheduler, loop.scaler
@@ -520,17 +623,19 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
     dataset, stream, seed, kind = train_pass.dataset, train_pass.stream, loop.seed, train_pass.name
     _set_epoch(dataset, epoch)
     sampler = GlobalBatchSampler(
-        len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream)
+        len(dataset), per_rank_batch, rank=dist_.rank, world_size=dist_.world_size, seed_key=_derive_seed(seed, epoch, stream),
+        draw=train_pass.draw,
     )
     loader = _make_loader(dataset, sampler, per_rank_batch, cfg, device, _derive_seed(seed, epoch, stream, _STREAM_LOADER))
     # ema_mix = 1 keeps the target as it is: no need to run the EMA model at all.
-    use_ema = epoch >= cfg.ema_start_epoch and cfg.ema_mix < 1.0
+    use_ema = epoch >= loop.ema_start_epoch and cfg.ema_mix < 1.0
+    n_steps = min(sampler.steps, max_steps)
     channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
     global_batch = per_rank_batch * dist_.world_size
     train_model.train()
     bar = tqdm(
-        total=sampler.steps * global_batch,
-        desc=f"epoch {epoch + 1}/{cfg.epochs} {kind}",
+        total=n_steps * global_batch,
+        desc=f"epoch {epoch + 1}/{loop.epochs} {kind}",
         unit="img",
         disable=None if dist_.main else True,
         leave=False,
@@ -540,10 +645,10 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
     counted = 0
     skipped = 0
     wait = 0.0
-    report_every = max(1, sampler.steps // 10)
+    report_every = max(1, n_steps // 10)
     start = time.perf_counter()
     it = iter(loader)
-    for step in range(sampler.steps):
+    for step in range(n_steps):
         t0 = time.perf_counter()
         batch = next(it)
         wait += time.perf_counter() - t0
@@ -567,7 +672,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
             loss_value = float(loss.detach())
             finite = math.isfinite(loss_value)
         if dist_.any_true(not finite):
-            where = f"epoch {epoch + 1} (0-based {epoch}), {kind} pass, step {step + 1} of {sampler.steps}"
+            where = f"epoch {epoch + 1} (0-based {epoch}), {kind} pass, step {step + 1} of {n_steps}"
             if cfg.nonfinite == "raise":
                 raise NonFiniteLossError(
                     f"non-finite training loss ({loss_value}) at {where}; "
@@ -592,7 +697,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        if epoch >= cfg.ema_start_epoch:
+        if epoch >= loop.ema_start_epoch:
             ema.update_parameters(model)
         loss_sum += loss_value
         counted += 1
@@ -601,7 +706,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
         if device.type == "cuda":
             postfix["mem"] = _cuda_mem(device)
         bar.set_postfix(postfix, refresh=False)
-        if bar.disable and dist_.main and sampler.steps >= 20 and (step + 1) % report_every == 0 and step + 1 < sampler.steps:
+        if bar.disable and dist_.main and n_steps >= 20 and (step + 1) % report_every == 0 and step + 1 < n_steps:
             # No terminal (a DVC run, a log file): a line every ~10% instead of the bar.
             done = time.perf_counter() - start
             rate = (step + 1) * global_batch / done
@@ -610,9 +715,9 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
                 epoch + 1,
                 kind,
                 step + 1,
-                sampler.steps,
+                n_steps,
                 rate,
-                (sampler.steps - step - 1) * global_batch / rate,
+                (n_steps - step - 1) * global_batch / rate,
             )
     seconds = time.perf_counter() - start
     bar.close()
@@ -620,7 +725,8 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int) -> dict[str, float
     loss_sum, counted = dist_.all_sum([loss_sum, float(counted)])
     return {
         "loss": loss_sum / counted if counted else float("nan"),
-        "images": sampler.steps * global_batch,
+        "steps": n_steps,
+        "images": n_steps * global_batch,
         "seconds": seconds,
         "wait_seconds": wait,
         "skipped": skipped,
@@ -659,7 +765,7 @@ def _validate(
             pred = model(x)
         pred = pred.float()
         k = pred.shape[0]
-        sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w)) * k
+        sums["loss"] += float(losses_mod.labelled_loss(pred, density, fixations, loss_w, cfg.nss_aggregation)) * k
         sums["cc"] += float(metrics_mod.cc(pred, density).sum())
         sums["kld"] += float(metrics_mod.kld(pred, density).sum())
         sums["nss"] += float(metrics_mod.nss(pred, fixations).sum())

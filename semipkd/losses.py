@@ -6,7 +6,9 @@ each term is 0 for a perfect prediction (up to ``EPS``-sized rounding in KLD).
 
 * labelled loss (teacher and student on labelled data):
   ``w_kld * KLD(pred, density) + w_cc * (1 - CC(pred, density))
-  + w_nss * (1 - sigmoid(NSS(pred, fixations)))``
+  + w_nss * (1 - sigmoid(NSS(pred, fixations)))``; with ``nss_aggregation="batch_mean"`` (the
+  paper's code) the NSS term is ``w_nss * (1 - sigmoid(mean over the batch of NSS))`` instead of
+  the batch mean of the per-image term (``per_image``, the default)
 * pseudo-label loss (student on teacher maps):
   ``w_kld * KLD(pred, target) + w_cc * (1 - CC(pred, target)) + w_sim * (1 - SIM(pred, target))``
 
@@ -30,6 +32,7 @@ from typing import Mapping
 import torch
 
 from semipkd import metrics
+from semipkd.names import NSS_AGGREGATIONS
 
 __all__ = ["LABELLED_TERMS", "PSEUDO_TERMS", "labelled_loss", "pseudo_loss"]
 
@@ -68,7 +71,7 @@ def _float(x):
 
 
 def labelled_loss(pred: torch.Tensor, density: torch.Tensor, fixations: torch.Tensor,
-                  weights: Mapping[str, float]) -> torch.Tensor:
+                  weights: Mapping[str, float], nss_aggregation: str = "per_image") -> torch.Tensor:
     """Loss on labelled data: mean over the batch of KLD + (1 - CC) + (1 - sigmoid(NSS)), weighted.
 
     Args:
@@ -78,6 +81,9 @@ def labelled_loss(pred: torch.Tensor, density: torch.Tensor, fixations: torch.Te
             pixel per image.
         weights: mapping with exactly the keys ``"kld"``, ``"cc"``, ``"nss"``; finite numbers
             (0 switches a term off).
+        nss_aggregation: ``"per_image"``: the NSS term is the batch mean of
+            ``1 - sigmoid(NSS_i)``; ``"batch_mean"`` (the paper's code): ``1 - sigmoid(mean_i NSS_i)``.
+            KLD and CC are per-image terms averaged over the batch either way.
 
     Returns:
         0-dim tensor (float32, or float64 for float64 inputs), differentiable in ``pred``.
@@ -87,11 +93,16 @@ def labelled_loss(pred: torch.Tensor, density: torch.Tensor, fixations: torch.Te
             without fixations or with an all-zero density (messages name the metric).
     """
     w = _check_weights("labelled_loss", weights, LABELLED_TERMS)
+    if nss_aggregation not in NSS_AGGREGATIONS:
+        raise ValueError(f"nss_aggregation: {nss_aggregation!r} is not one of {', '.join(NSS_AGGREGATIONS)}")
     pred, density = _float(pred), _float(density)
     total = w["kld"] * metrics.kld(pred, density)
     total = total + w["cc"] * (1 - metrics.cc(pred, density))
     # the paper's NSS: unbiased std plus EPS; sigmoid maps the unbounded score into (0, 1)
-    total = total + w["nss"] * (1 - torch.sigmoid(metrics.nss(pred, fixations, std_eps=metrics.EPS)))
+    nss = metrics.nss(pred, fixations, std_eps=metrics.EPS)
+    if nss_aggregation == "batch_mean":
+        return total.mean() + w["nss"] * (1 - torch.sigmoid(nss.mean()))
+    total = total + w["nss"] * (1 - torch.sigmoid(nss))
     return total.mean()
 
 

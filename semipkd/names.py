@@ -31,6 +31,7 @@ __all__ = [
     "ON_ERROR",
     "AUGMENTS",
     "EMA_MIX_MODES",
+    "NSS_AGGREGATIONS",
     "SELECT_METRICS",
 ]
 
@@ -97,6 +98,9 @@ AUGMENTS = ("hflip", "color_jitter", "trivial_augment")
 #: How the EMA self-distillation target is mixed: the paper code's raw maps, or the two maps as
 #: distributions (each normalised to sum 1 first).
 EMA_MIX_MODES = ("raw", "normalized")
+#: How the labelled loss's NSS term meets the batch: the mean of the per-image
+#: ``1 - sigmoid(NSS_i)`` (ours), or ``1 - sigmoid(mean_i NSS_i)`` (the paper's code).
+NSS_AGGREGATIONS = ("per_image", "batch_mean")
 #: Validation scores the best epoch may be chosen by, and whether larger is better.
 #: ``paper_sum`` is the paper code's: (1-CC) + KLD + (1-sigmoid(NSS)) + (1-SIM) + (1-AUC-Judd).
 SELECT_METRICS = {"loss": False, "paper_sum": False, "kld": False, "cc": True, "nss": True, "sim": True}

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import PREPARED, PreparedDataset
-from .engine import fit
+from .config import NoPseudoConfig, TrainConfig
+from .data import PREPARED, PreparedDataset, read_meta
+from .engine import StepBudget, fit, pool_images
 from .io import sha256_file
 from .pseudolabel import PseudoDataset, PseudoLabelCache
 from .stage import StageError, require_file
 
-__all__ = ["EpochSubset", "holdout_split", "pseudo_pool", "train_labelled"]
+__all__ = ["EpochSubset", "holdout_split", "labelled_target_mean", "no_pseudo_budget", "pseudo_pool", "train_labelled"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,40 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def labelled_target_mean(split: Path, indices: np.ndarray | None = None, chunk: int = 256) -> float:
+    """Mean value of the training targets of a prepared labelled split, as the loop sees them.
+
+    The targets are the max-normalised densities at the output size, ``density.npy / 255``
+    (flips do not change a mean); ``indices`` picks the training rows (None: all). One pass over
+    the memory-mapped array in chunks of ``chunk`` rows, summed in float64. Returns a float in
+    [0, 1].
+    """
+    density = np.load(Path(split) / "density.npy", mmap_mode="r")
+    rows = np.arange(len(density)) if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+    if len(rows) == 0:
+        raise StageError(f"{split}: no training targets to take a mean of")
+    total = 0.0
+    for start in range(0, len(rows), chunk):
+        total += float(density[rows[start : start + chunk]].sum(dtype=np.float64))
+    return total / (len(rows) * int(np.prod(density.shape[1:])) * 255.0)
+
+
+def no_pseudo_budget(steps: NoPseudoConfig, distill: TrainConfig, pool: Path = PREPARED / "unlabeled" / "all") -> StepBudget | None:
+    """The labelled-only student's step budget (``distill_no_pseudo.steps``); None: epoch-matched.
+
+    ``match_semi_pkd`` takes the Semi-PKD arm's steps from the same config: its epochs hold a
+    pseudo pass over the prepared pool at ``pool`` (its image count from the prepared meta, the
+    count the pseudo-label cache must match) or over ``distill.pool_draw`` of its images, the
+    labelled set and batch being the same; the Semi-PKD stage's outputs are never read.
+    """
+    if not steps.budget:
+        return None
+    if steps.steps == "match_semi_pkd":
+        count = int(read_meta(require_file(pool, "run the prepare stage first"))["count"])
+        return StepBudget(pseudo_images=pool_images(distill.pool_draw, count), name="match_semi_pkd")
+    return StepBudget(steps=int(steps.steps), name=f"steps {steps.steps}")
+
+
 def pseudo_pool(output_size, augment, *, seed: int, bound_size=None, teacher: Path = Path("models/teacher.pt"),
                 cache: Path = Path("data/pseudo"), images: Path = PREPARED / "unlabeled" / "all") -> PseudoDataset:
     """The unlabeled pool with the trained teacher's cached maps, for a pseudo-label pass.
@@ -89,6 +124,8 @@ def train_labelled(
     ckpt_dir: Path,
     live_dir: Path,
     pseudo: Dataset | None = None,
+    head_prior: bool = False,
+    budget: StepBudget | None = None,
 ) -> dict:
     """Train ``model`` on the prepared labelled set at ``prepared`` (``train``/``val`` folders).
 
@@ -97,6 +134,14 @@ def train_labelled(
     The training images are augmented as ``cfg.augment`` says (flip with their maps, colour).
     This is the one place the teacher, the distilled students and the fine-tuned students are
     trained from, so they differ only in their data and config.
+
+    With ``head_prior`` (``teacher/student.head_bias``) the model's head bias is first set to
+    logit(mean of the training targets), the rows it trains on (the holdout excluded), and that
+    mean and bias are logged and written into the model file as ``head_prior``. Fine-tuning does
+    not ask for it: a student with a head bias keeps its trained one.
+
+    ``budget`` (:func:`no_pseudo_budget`) gives the run a number of optimizer steps instead of
+    ``cfg.epochs`` epochs (:class:`semipkd.engine.StepBudget`).
     """
     train_dir = require_file(prepared / "train", "run the prepare stage first (dvc repro prepare)")
     train_aug = PreparedDataset(train_dir, hflip="hflip" in cfg.augment, photometric=cfg.augment, seed=seed)
@@ -109,6 +154,12 @@ def train_labelled(
         train_set = EpochSubset(train_aug, train_idx)
         val_set = EpochSubset(PreparedDataset(train_dir, seed=seed), hold_idx)
         log.info("selecting the best epoch on a holdout of %d of %d training images", len(hold_idx), len(train_aug))
+    record = None
+    if head_prior:
+        mean = labelled_target_mean(train_dir, None if cfg.select_on == "val" else train_idx)
+        bias = model.decoder.set_head_prior(mean)
+        record = {"head_prior": {"target_mean": mean, "bias": bias}}
+        log.info("head prior: mean training target %.6f -> head bias logit %.6f", mean, bias)
     summary = fit(
         model,
         labelled=train_set,
@@ -120,7 +171,11 @@ def train_labelled(
         live_dir=Path(live_dir),
         device=device,
         seed=seed,
+        record=record,
+        budget=budget,
     )
+    if record is not None:
+        summary.update(record)
     if cfg.epochs == 0:
         # fit scored the given weights and wrote them as the result (e.g. fine-tuning switched
         # off); the stage's other declared outputs must exist too, or DVC fails the stage.

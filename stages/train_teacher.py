@@ -21,7 +21,7 @@ def run(params: Params, _item: str | None) -> None:
     t = params.teacher
     _, output_size = params.prepare.teacher_sizes()
     model = build_model(t.backbone, output_size=output_size, pretrained=t.pretrained, width=t.width, weights=t.weights,
-                        decoder_act=t.decoder_act)
+                        decoder_act=t.decoder_act, head_bias=t.head_bias)
     train_labelled(
         model,
         prepared_root(params.prepare, teacher=True) / params.data.labelled,
@@ -31,6 +31,7 @@ def run(params: Params, _item: str | None) -> None:
         out_path=Path("models/teacher.pt"),
         ckpt_dir=Path("models/ckpt/train_teacher"),
         live_dir=Path("reports/train_teacher"),
+        head_prior=t.head_bias,
     )
 
 

@@ -29,7 +29,9 @@ from semipkd.engine import (
     CheckpointError,
     GlobalBatchSampler,
     NonFiniteLossError,
+    StepBudget,
     fit,
+    semi_pkd_steps,
     mix_with_ema,
     paper_sum,
 )
@@ -321,6 +323,136 @@ def test_fit_learns_the_toy_task_and_writes_its_outputs(data, reference):
 
     model = load_model(out / "model.pt")
     assert_same_state(model.state_dict(), payload["model"])
+
+
+def test_semi_pkd_steps_is_the_hand_count_of_both_arms():
+    """11 labelled items, a pool of 9, batch 4, 3 epochs: each pass drops its incomplete batch, so
+    the Semi-PKD arm takes 3 x (2 + 2) = 12 steps and the labelled-only arm 3 x 2 = 6."""
+    assert semi_pkd_steps(3, 11, 9, 4) == 12
+    assert semi_pkd_steps(3, 11, 0, 4) == 6
+    assert StepBudget(pseudo_images=9).total(3, 11, 4) == 12
+    assert StepBudget(pseudo_images=3).total(3, 11, 4) == 6  # a pool under one batch adds nothing
+    assert StepBudget(steps=7).total(3, 11, 4) == 7
+    for bad in ({}, {"steps": 7, "pseudo_images": 9}):
+        with pytest.raises(ValueError, match="exactly one"):
+            StepBudget(**bad)
+
+
+def test_step_budget_gives_the_labelled_only_run_the_semi_pkd_arms_steps(data, reference, tmp_path, caplog):
+    """The reference run (12 labelled, a pool of 4, batch 4, 2 epochs) takes 2 x (3 + 1) = 8 steps.
+    The labelled-only run matched to it takes the same 8: epochs of 3 steps, the third cut at 2.
+    Cosine and EMA follow the budget: lr at the start of epoch e is the cosine at step 3e of 8,
+    the nominal epoch is 8 / 2 = 4 steps (a 1-epoch horizon: decay 1 - 1/4), and the EMA starts
+    with the first epoch that begins at or after step 4 (epoch index 2)."""
+    _, ref_summary = reference
+    assert ref_summary["optimizer_steps"] == 8 and ref_summary["epochs"] == 2
+    assert "optimizer_steps" not in json.loads((reference[0] / "live" / "metrics.json").read_text())
+    cfg = make_cfg(ema_decay=None, ema_horizon_epochs=1.0)
+    with caplog.at_level(logging.INFO, logger="semipkd.engine"):
+        summary = run_fit(data, tmp_path, cfg, pseudo=None, budget=StepBudget(pseudo_images=4, name="match_semi_pkd"))
+    assert summary["optimizer_steps"] == 8 and summary["epochs"] == 3
+    history = torch.load(tmp_path / "ckpt" / "last.pt", map_location="cpu", weights_only=True)["history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2] and all("val/cc" in r for r in history)  # selection per epoch
+    assert [r["lr"] for r in history] == pytest.approx([2e-3 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in (0, 3, 6)])
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["optimizer_steps"] == 8
+    text = caplog.text
+    assert "step budget (match_semi_pkd): 8 optimizer steps = 3 epochs of 3 steps (the last 2)" in text
+    assert "EMA from epoch 2" in text and "EMA decay 0.750000" in text
+    # a fixed number of steps: 5 = 3 + 2
+    fixed = run_fit(data, tmp_path / "fixed", make_cfg(epochs=1), pseudo=None, budget=StepBudget(steps=5))
+    assert fixed["optimizer_steps"] == 5 and fixed["epochs"] == 2
+    # without a budget the labelled-only run is epoch-matched: 2 x 3 steps
+    plain = run_fit(data, tmp_path / "plain", make_cfg(), pseudo=None)
+    assert plain["optimizer_steps"] == 6 and plain["epochs"] == 2
+
+
+def test_pool_draw_is_a_seeded_fixed_size_draw_per_epoch_that_covers_the_pool():
+    """``GlobalBatchSampler(draw=k)``: the first k items of the epoch's seeded permutation, i.e. k
+    distinct items (k // G steps), the same for the same (seed, epoch), another draw each epoch,
+    the whole pool over enough epochs; the ranks of a DDP run split the same draw."""
+    from semipkd.engine import _STREAM_PSEUDO, _derive_seed
+
+    def draw(epoch, seed=3, k=4, **kw):
+        key = _derive_seed(seed, epoch, _STREAM_PSEUDO)
+        return list(GlobalBatchSampler(10, kw.pop("b", 2), rank=kw.pop("rank", 0), world_size=kw.pop("world", 1), seed_key=key, draw=k))
+
+    epochs = [draw(e) for e in range(12)]
+    assert all(len(d) == 4 and len(set(d)) == 4 for d in epochs)
+    assert epochs == [draw(e) for e in range(12)]  # seeded: the same again
+    assert len({tuple(d) for d in epochs}) == 12  # a new draw every epoch
+    assert set().union(*epochs) == set(range(10))  # the whole pool, over 12 epochs here
+    assert draw(0, seed=4) != epochs[0]
+    assert len(draw(0, k=5)) == 4  # whole batches only: 5 // 2 = 2 steps
+    assert draw(0, k=None) == draw(0, k=10)  # None: the whole pool, in the order it always had
+    ranks = [draw(0, b=1, rank=r, world=2) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(epochs[0])
+    with pytest.raises(ValueError, match="draw must be in"):
+        draw(0, k=11)
+
+
+class RecordingPseudo(ToyPseudo):
+    """ToyPseudo that records the pool indices each epoch's pass reads (num_workers=0 only)."""
+
+    def __init__(self, folder: Path, seed: int) -> None:
+        super().__init__(folder, seed)
+        self.seen: dict[int, list[int]] = {}
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = epoch
+
+    def __getitem__(self, i):
+        self.seen.setdefault(self.epoch, []).append(int(i))
+        return super().__getitem__(i)
+
+
+def test_fit_with_pool_draw_takes_the_drawn_images_each_epoch(data, tmp_path):
+    """A pool of 8, batch 4, 12 labelled: with pool_draw 4 an epoch is 3 labelled + 1 pseudo steps
+    (2 epochs: 8 steps; the whole pool: 3 + 2 per epoch, 10), and each epoch reads exactly the
+    sampler's seeded draw of 4 distinct images. Too large a draw names the key and the pool."""
+    from semipkd.engine import _STREAM_PSEUDO, _derive_seed
+
+    write_prepared(tmp_path / "pool8", 8, seed=5)
+    pool = RecordingPseudo(tmp_path / "pool8", seed=8)
+    summary = run_fit(data, tmp_path / "draw", make_cfg(pool_draw=4), pseudo=pool)
+    assert summary["optimizer_steps"] == 8
+    for epoch in (0, 1):
+        expect = list(GlobalBatchSampler(8, 4, rank=0, world_size=1, seed_key=_derive_seed(3, epoch, _STREAM_PSEUDO), draw=4))
+        assert pool.seen[epoch] == expect and len(set(expect)) == 4
+    assert pool.seen[0] != pool.seen[1]
+    assert torch.load(tmp_path / "draw" / "model.pt", weights_only=True)["train_config"]["pool_draw"] == 4
+    whole = run_fit(data, tmp_path / "whole", make_cfg(), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    assert whole["optimizer_steps"] == 10
+    # the default keeps the model file's train_config as it was before the key
+    assert "pool_draw" not in torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["train_config"]
+    with pytest.raises(ConfigError, match="pool_draw: 9 images per epoch, but the pool holds 8"):
+        run_fit(data, tmp_path / "big", make_cfg(pool_draw=9), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    with pytest.raises(ConfigError, match="pool_draw: 3 images per epoch are fewer than one batch of 4"):
+        run_fit(data, tmp_path / "small", make_cfg(pool_draw=3), pseudo=RecordingPseudo(tmp_path / "pool8", seed=8))
+    with pytest.raises(ConfigError, match="pool_draw: must be >= 1"):
+        make_cfg(pool_draw=0)
+
+
+def test_nss_aggregation_reaches_the_labelled_pass_and_is_recorded_only_when_set(data, reference, tmp_path):
+    """``nss_aggregation: batch_mean`` (the paper's code): the labelled pass's loss is
+    ``losses.labelled_loss(..., "batch_mean")``; the run records it in train_config, while a
+    default run's train_config has no such key (its files keep their bytes)."""
+    from semipkd.engine import LabelledPass
+    from semipkd.losses import labelled_loss
+
+    train, _ = datasets(data, augment=False)
+    batch = torch.utils.data.default_collate([train[i] for i in range(4)])
+    pred = torch.rand(4, *OUTPUT, dtype=torch.float64)
+    w = {"kld": 1.0, "cc": 1.0, "nss": 1.0}
+    for mode in ("per_image", "batch_mean"):
+        got = LabelledPass(train, w, nss_aggregation=mode).loss(pred, batch["density"], batch, torch.device("cpu"))
+        assert got.item() == labelled_loss(pred, batch["density"], batch["fixations"], w, mode).item()
+    assert "nss_aggregation" not in torch.load(reference[0] / "model.pt", weights_only=True)["train_config"]
+    run_fit(data, tmp_path, make_cfg(epochs=1, nss_aggregation="batch_mean"), pseudo=None)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["train_config"]["nss_aggregation"] == "batch_mean"
+    with pytest.raises(ConfigError, match="nss_aggregation"):
+        make_cfg(nss_aggregation="sum")
 
 
 def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, reference, tmp_path):

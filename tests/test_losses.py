@@ -89,6 +89,31 @@ def test_labelled_loss_by_hand():
     assert loss.item() == pytest.approx(0.18242552380635635, abs=1e-12)
 
 
+def test_labelled_loss_nss_aggregation_known_answers_on_two_images():
+    """Both images predict (1, 0, 0, 0) = their density (KLD 0, CC 1): image A is fixated at pixel
+    0 (NSS = 0.75 / 0.5 = 1.5), image B at pixel 3 (NSS = -0.25 / 0.5 = -0.5). Ours averages the
+    per-image terms, (1 - sigmoid(1.5) + 1 - sigmoid(-0.5)) / 2; the paper's code takes
+    1 - sigmoid of the batch-mean NSS 0.5."""
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]] * 2, dtype=torch.float64)
+    fix = torch.zeros_like(x)
+    fix[0, 0, 0] = 1.0
+    fix[1, 1, 1] = 1.0
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    w = {"kld": 1, "cc": 1, "nss": 1}
+    per_image = labelled_loss(x, x, fix, w)
+    assert per_image.item() == pytest.approx((1 - sig(1.5) + 1 - sig(-0.5)) / 2, abs=1e-12)
+    assert per_image.item() == pytest.approx(0.4024424275041055, abs=1e-12)
+    assert labelled_loss(x, x, fix, w, "per_image").item() == per_image.item()
+    batch = labelled_loss(x, x, fix, w, "batch_mean")
+    assert batch.ndim == 0 and batch.item() == pytest.approx(1 - sig(0.5), abs=1e-12)
+    assert batch.item() == pytest.approx(0.3775406687981454, abs=1e-12)
+    # the weights still scale the term; one image: the two agree
+    assert labelled_loss(x, x, fix, {"kld": 1, "cc": 1, "nss": 2}, "batch_mean").item() == pytest.approx(2 * (1 - sig(0.5)))
+    assert labelled_loss(x[:1], x[:1], fix[:1], w, "batch_mean").item() == pytest.approx(labelled_loss(x[:1], x[:1], fix[:1], w).item())
+    with pytest.raises(ValueError, match="nss_aggregation: 'sum' is not one of per_image, batch_mean"):
+        labelled_loss(x, x, fix, w, "sum")
+
+
 def test_pseudo_loss_perfect_prediction_is_zero():
     _, _, target, _ = inputs(1)
     t = torch.from_numpy(target)

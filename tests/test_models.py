@@ -9,6 +9,7 @@ the blur, ImageNet classes of a real photo for the weights.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -487,3 +488,54 @@ def test_decoder_act_swish_cannot_die_into_the_05_floor_and_round_trips(tmp_path
         parse_params(raw)
     del raw["student"]["decoder_act"]  # a params file from before the key: the registry's pairing
     assert parse_params(raw).student.decoder_act is None
+
+
+# ------------------------------------------------------------------------------ the head prior
+
+
+def test_head_bias_prior_rests_the_head_at_the_mean_and_round_trips(tmp_path):
+    """``head_bias``: the head gets a bias; ``set_head_prior(m)`` sets it to logit(m), so an all-zero
+    feature map outputs m everywhere (the paper's bias-free head: exactly 0.5). The choice travels
+    in ``model_config`` only when on, and a checkpoint without the key loads with no bias."""
+    torch.manual_seed(0)
+    paper = build_model("mobilenet_v2", pretrained=False, output_size=OUT)
+    torch.manual_seed(0)
+    biased = build_model("mobilenet_v2", pretrained=False, output_size=OUT, head_bias=True)
+    assert paper.decoder.head.bias is None and "head_bias" not in paper.config
+    assert biased.config == {**paper.config, "head_bias": True}
+    # the bias is the only new tensor; every other initial weight is the paper head's draw
+    extra = set(biased.state_dict()) - set(paper.state_dict())
+    assert extra == {"decoder.head.bias"}
+    for k, v in paper.state_dict().items():
+        assert torch.equal(v, biased.state_dict()[k]), k
+    assert float(biased.decoder.head.bias.detach()) == 0.0  # unset prior: the paper's resting 0.5
+    bias = biased.decoder.set_head_prior(0.15)
+    assert bias == pytest.approx(math.log(0.15 / 0.85), abs=1e-12)
+    assert float(biased.decoder.head.bias.detach()) == pytest.approx(-1.7346010553881064, abs=1e-6)
+    feats = [torch.zeros(2, c, 64 // s, 64 // s) for c, s in zip(biased.decoder.encoder_channels, (2, 4, 8, 16, 32))]
+    with torch.no_grad():
+        for m, rest in ((paper, 0.5), (biased, 0.15)):
+            for mode in (m.train, m.eval):  # eval adds the blur: a constant map stays constant
+                mode()
+                out = m.decoder(feats)
+                assert out.shape == (2, *OUT)
+                torch.testing.assert_close(out, torch.full_like(out, rest), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="no bias"):
+        paper.decoder.set_head_prior(0.15)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        biased.decoder.set_head_prior(0.0)
+    # round trip: rebuilt with the bias, identical predictions
+    biased.eval()
+    path = tmp_path / "biased.pt"
+    atomic_torch_save(path, checkpoint_payload(biased))
+    loaded = load_model(path)
+    assert loaded.config["head_bias"] is True and loaded.decoder.head.bias is not None
+    x = _images()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), biased(x))
+    # an old checkpoint (no head_bias key): a bias-free head, as before
+    old = tmp_path / "old.pt"
+    atomic_torch_save(old, checkpoint_payload(paper))
+    assert "head_bias" not in torch.load(old, weights_only=True)["model_config"]
+    old_model = load_model(old)
+    assert old_model.decoder.head.bias is None and "head_bias" not in old_model.config

@@ -145,6 +145,9 @@ class Decoder(nn.Module):
         act: ``"relu"`` or ``"swish"`` (the paper pairs Swish with EEEA-Net/OFA, ReLU otherwise).
         output_size: (H, W) of the returned maps.
         width: channel multiplier of the decoder (see :func:`scale_channels`).
+        head_bias: give the head convolution a bias (the paper's has none, so a zero feature
+            vector outputs exactly sigmoid(0) = 0.5). Set it to a prior with
+            :meth:`set_head_prior`; until then it is 0 and the head behaves as the paper's.
 
     ``forward(features)`` takes the five features and returns float (B, H_out, W_out) in [0, 1].
     """
@@ -155,6 +158,7 @@ class Decoder(nn.Module):
         act: str = "relu",
         output_size: Sequence[int] = (480, 640),
         width: float = 1.0,
+        head_bias: bool = False,
     ) -> None:
         super().__init__()
         if len(encoder_channels) != 5:
@@ -181,8 +185,32 @@ class Decoder(nn.Module):
         )
         self.refine = nn.Sequential(_conv3x3(dec[-1], dec[-1]), act_cls())
         self.head = _conv3x3(dec[-1], 1)
+        if head_bias:
+            # Added after the weight so the paper's head draws the same initial weights; zero until
+            # set_head_prior: no random draw, so building the model consumes no extra RNG state.
+            self.head.bias = nn.Parameter(torch.zeros(1))
         self.blur = GaussianBlur()
         self.channels = dec
+
+    @property
+    def head_bias(self) -> bool:
+        """Whether the head convolution has a bias (False: the paper's bias-free head)."""
+        return self.head.bias is not None
+
+    @torch.no_grad()
+    def set_head_prior(self, mean: float) -> float:
+        """Set the head's bias to ``logit(mean)``, so a zero feature vector outputs ``mean``.
+
+        The prior initialisation of sparse dense-prediction heads (RetinaNet's focal-loss prior):
+        ``mean`` is the mean value of the training targets, in (0, 1). Returns the bias.
+        """
+        if self.head.bias is None:
+            raise ValueError("the decoder's head has no bias (build it with head_bias=True)")
+        if not 0.0 < mean < 1.0 or not math.isfinite(mean):
+            raise ValueError(f"a head prior needs a mean target value in (0, 1), got {mean}")
+        bias = math.log(mean / (1.0 - mean))
+        self.head.bias.fill_(bias)
+        return bias
 
     @property
     def output_size(self) -> tuple[int, int]:

@@ -135,11 +135,14 @@ class SaliencyModel(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         """``dict(backbone, width, output_size=[H, W])``, plus ``decoder_act`` when the decoder's
-        activation is not the backbone's pairing: everything :func:`build_model` needs (a model
-        with the registry's pairing has the config, and the checkpoint bytes, it always had)."""
+        activation is not the backbone's pairing and ``head_bias: True`` when the head has a bias:
+        everything :func:`build_model` needs (a model with the registry's pairing and the paper's
+        bias-free head has the config, and the checkpoint bytes, it always had)."""
         cfg: dict[str, Any] = {"backbone": self.backbone, "width": self.width, "output_size": list(self.output_size)}
         if self.decoder.act != get_backbone(self.backbone).act:
             cfg["decoder_act"] = self.decoder.act
+        if self.decoder.head_bias:
+            cfg["head_bias"] = True
         return cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +151,8 @@ class SaliencyModel(nn.Module):
         return self.decoder(self.encoder(self.normalize(x)))
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone!r}, width={self.width}, output_size={self.output_size}, decoder_act={self.decoder.act!r}"
+        return (f"backbone={self.backbone!r}, width={self.width}, output_size={self.output_size}, "
+                f"decoder_act={self.decoder.act!r}, head_bias={self.decoder.head_bias}")
 
 
 def _build_classifier(spec: BackboneSpec, pretrained: bool, weights: str | os.PathLike | None) -> nn.Module:
@@ -184,6 +188,7 @@ def build_model(
     width: float = 1.0,
     weights: str | os.PathLike | None = None,
     decoder_act: str | None = None,
+    head_bias: bool = False,
 ) -> SaliencyModel:
     """Build the saliency model for a registered backbone.
 
@@ -197,6 +202,8 @@ def build_model(
         decoder_act: ``"relu"`` or ``"swish"`` for the decoder; None takes the backbone's pairing
             (the paper's). A ReLU decoder can die: where every ``refine`` unit is 0 the bias-free
             head outputs exactly sigmoid(0) = 0.5 with no gradient (docs/real_osie.md).
+        head_bias: give the head a bias (0 until ``model.decoder.set_head_prior(mean)`` sets it to
+            logit(mean)); False is the paper's bias-free head.
 
     Returns a :class:`SaliencyModel` in train mode.
     """
@@ -205,7 +212,8 @@ def build_model(
         raise ValueError(f"weights={str(weights)!r} given for backbone {backbone!r} but pretrained is false")
     classifier = _build_classifier(spec, pretrained, weights)
     encoder = spec.make_encoder(classifier)
-    decoder = Decoder(feature_channels(encoder), act=decoder_act or spec.act, output_size=output_size, width=width)
+    decoder = Decoder(feature_channels(encoder), act=decoder_act or spec.act, output_size=output_size, width=width,
+                      head_bias=head_bias)
     return SaliencyModel(backbone, width, Normalize(spec.mean, spec.std), encoder, decoder)
 
 
@@ -285,7 +293,7 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> SaliencyMo
     if missing:
         raise ModelFileError(f"checkpoint {path}: model_config lacks {missing}")
     model = build_model(cfg["backbone"], output_size=tuple(cfg["output_size"]), width=float(cfg["width"]),
-                        decoder_act=cfg.get("decoder_act"))
+                        decoder_act=cfg.get("decoder_act"), head_bias=bool(cfg.get("head_bias", False)))
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
