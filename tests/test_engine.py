@@ -479,6 +479,29 @@ def test_resume_after_an_in_process_crash_equals_the_uninterrupted_run(data, ref
     assert_same_live(tmp_path / "live", ref_out / "live")
 
 
+def test_a_step_budget_run_resumed_in_its_cut_epoch_equals_the_uninterrupted_run(data, tmp_path):
+    """The labelled-only run with the 8-step budget (epochs of 3, 3, 2; EMA from epoch 2) killed in
+    its last, cut epoch resumes to the uninterrupted run's weights, EMA and dvclive files."""
+
+    class CrashInEpoch3(PreparedDataset):
+        def __getitem__(self, i):
+            if self.epoch == 2:
+                raise RuntimeError("simulated crash in epoch 3")
+            return super().__getitem__(i)
+
+    budget = StepBudget(pseudo_images=4, name="match_semi_pkd")
+    run_fit(data, tmp_path / "ref", make_cfg(), pseudo=None, budget=budget)
+    crashing = CrashInEpoch3(data / "train", hflip=True, photometric=True, seed=7)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_fit(data, tmp_path / "re", make_cfg(), train=crashing, pseudo=None, budget=budget)
+    assert torch.load(tmp_path / "re" / "ckpt" / "last.pt", weights_only=True)["epoch"] == 1
+    summary = run_fit(data, tmp_path / "re", make_cfg(), pseudo=None, budget=budget)
+    assert summary["epochs_run"] == 1 and summary["optimizer_steps"] == 8
+    assert_same_state(state_of(tmp_path / "re" / "model.pt"), state_of(tmp_path / "ref" / "model.pt"))
+    assert_same_state(state_of(tmp_path / "re" / "ckpt" / "last.pt", "ema"), state_of(tmp_path / "ref" / "ckpt" / "last.pt", "ema"))
+    assert_same_live(tmp_path / "re" / "live", tmp_path / "ref" / "live")
+
+
 def test_a_run_resumed_after_its_last_epoch_writes_the_same_bytes(data, reference, tmp_path):
     """Resuming a finished run (the best weights and metrics come from last.pt, not from memory)
     writes a model file byte-identical to the uninterrupted run's, so dvc.lock cannot tell them
