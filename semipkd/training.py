@@ -145,6 +145,8 @@ def train_labelled(
     """
     train_dir = require_file(prepared / "train", "run the prepare stage first (dvc repro prepare)")
     train_aug = PreparedDataset(train_dir, hflip="hflip" in cfg.augment, photometric=cfg.augment, seed=seed)
+    # The size it learns at goes into the model file, so predict and export feed that size.
+    model.input_size = tuple(train_aug.meta["input_size"])
     if cfg.select_on == "val":
         train_set = train_aug
         val_set = PreparedDataset(require_file(prepared / "val", "run prepare"), seed=seed)

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semipkd.checkpoint import rng_state
 from semipkd.io import atomic_torch_save
 from semipkd.models import (
     Decoder,
     GaussianBlur,
+    ModelFileError,
     build_imagenet_classifier,
     build_model,
     checkpoint_payload,
@@ -255,8 +257,8 @@ def test_checkpoint_round_trip_and_output_size(tmp_path):
     payload = checkpoint_payload(torch.optim.swa_utils.AveragedModel(model))
     assert set(payload) == {"model", "model_config"}
     assert not any(k.startswith("module.") for k in payload["model"])
-    # Training state with numpy objects (RNG) beside the model, as the engine writes it.
-    atomic_torch_save(path, {**payload, "epoch": 3, "np_rng": np.random.RandomState(0).get_state()})
+    # Training state beside the model, as the engine writes it (RNG states as tensors and lists).
+    atomic_torch_save(path, {**payload, "epoch": 3, "rng": rng_state()})
     loaded = load_model(path)
     assert not loaded.training and loaded.config == model.config
     x = _images()
@@ -265,6 +267,10 @@ def test_checkpoint_round_trip_and_output_size(tmp_path):
         loaded.output_size = (20, 24)
         assert loaded(x).shape == (2, 20, 24)
     assert loaded.config["output_size"] == [20, 24]
+    # A numpy object (the RNG state as numpy returns it) is more than tensors and plain data.
+    atomic_torch_save(path, {**payload, "np_rng": np.random.RandomState(0).get_state()})
+    with pytest.raises(ModelFileError, match=r"m\.pt was refused: .*numpy.*never unpickles"):
+        load_model(path)
 
 
 def test_load_model_errors_name_the_file(tmp_path):

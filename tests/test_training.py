@@ -158,3 +158,30 @@ def test_distill_no_pseudo_matched_to_semi_pkd_takes_its_steps(tmp_path, monkeyp
     saved = torch.load(tmp_path / "models/student_no_pseudo.pt", map_location="cpu", weights_only=True)
     assert saved["train_config"]["epochs"] == 2  # the config as given; the budget set the run's epochs
     assert not (tmp_path / "models/student.pt").exists()
+
+
+def test_the_size_a_model_learns_at_travels_in_its_file_to_predict(tmp_path, caplog):
+    """train_labelled records the prepared images' size as the model's input_size; load_model
+    restores it and predict/export feed that size, with no fallback to the output size."""
+    import logging
+
+    from semipkd.data import read_meta
+    from semipkd.inference import model_input_size
+
+    prepared = tmp_path / "toy"
+    write_prepared(prepared / "train", 12, seed=1)
+    write_prepared(prepared / "val", 4, seed=2)
+    size = tuple(read_meta(prepared / "train")["input_size"])
+    torch.manual_seed(0)
+    model = tiny_model()
+    assert "input_size" not in model.config
+    out = tmp_path / "out"
+    train_labelled(model, prepared, make_cfg(epochs=0), seed=3, device=torch.device("cpu"), out_path=out / "m.pt",
+                   ckpt_dir=out / "ckpt", live_dir=out / "live")
+    saved = torch.load(out / "m.pt", map_location="cpu", weights_only=True)
+    assert saved["model_config"]["input_size"] == list(size)
+    loaded = load_model(out / "m.pt")
+    assert loaded.input_size == size and loaded.config == saved["model_config"]
+    with caplog.at_level(logging.INFO, logger="semipkd.inference"):
+        assert model_input_size(loaded) == size
+    assert "records no input_size" not in caplog.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -123,6 +124,9 @@ class SaliencyModel(nn.Module):
         self.normalize = normalize
         self.encoder = encoder
         self.decoder = decoder
+        #: (H, W) the model was trained at, set by training (None: not recorded). predict and
+        #: export feed images at this size; it travels in :attr:`config`.
+        self.input_size: tuple[int, int] | None = None
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -137,12 +141,15 @@ class SaliencyModel(nn.Module):
         """``dict(backbone, width, output_size=[H, W])``, plus ``decoder_act`` when the decoder's
         activation is not the backbone's pairing and ``head_bias: True`` when the head has a bias:
         everything :func:`build_model` needs (a model with the registry's pairing and the paper's
-        bias-free head has the config, and the checkpoint bytes, it always had)."""
+        bias-free head has the config, and the checkpoint bytes, it always had); and
+        ``input_size=[H, W]`` once training has recorded the size it was trained at."""
         cfg: dict[str, Any] = {"backbone": self.backbone, "width": self.width, "output_size": list(self.output_size)}
         if self.decoder.act != get_backbone(self.backbone).act:
             cfg["decoder_act"] = self.decoder.act
         if self.decoder.head_bias:
             cfg["head_bias"] = True
+        if self.input_size is not None:
+            cfg["input_size"] = list(self.input_size)
         return cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,11 +266,12 @@ def _torch_load(path: Path, map_location: Any) -> Any:
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise
-        first = str(exc).split("\n", 3)
-        why = next((line.strip() for line in first[1:] if line.strip()), "")
+        # torch's own message suggests weights_only=False; keep only what it found in the file.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" (it asks for {found.group(1)})" if found else ""
         raise ModelFileError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain data, "
-            f"which semipkd never unpickles (a model file could run code that way). {why}"
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain data{what}, "
+            "which semipkd never unpickles (a model file could run code that way)"
         ) from None
 
 
@@ -298,6 +306,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> SaliencyMo
         model.load_state_dict(ckpt["model"], strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise ModelFileError(f"checkpoint {path}: state dict does not fit {cfg}: {exc}") from exc
+    if cfg.get("input_size") is not None:
+        model.input_size = tuple(int(v) for v in cfg["input_size"])
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
 
 
