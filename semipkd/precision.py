@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_SEED",
     "QUANT_FORMAT",
     "INT8_TOLERANCE",
+    "INT8_MEAN_TOLERANCE",
     "CalibrationError",
     "cpu_flags",
     "fast_int8_instructions",
@@ -74,10 +75,14 @@ DEFAULT_CALIBRATION_SEED = 0
 #: conv int8, 1 thread, 20 interleaved rounds: 0.55x of eager against 0.64x for QDQ).
 QUANT_FORMAT = "qoperator"
 #: Max |int8 - fp32| allowed on a map in [0, 1] by ``export --precision int8``'s check on its
-#: calibration images and by the tests. int8's error is not uniform: on the OSIE-trained student
-#: a few pixels per map move by up to 0.137 (50 OSIE val images) while the mean moves by 0.004,
-#: so the bound is on the worst pixel with a margin.
-INT8_TOLERANCE = 0.2
+#: calibration images and by the tests. int8's error is not uniform: over OSIE val and EyeCrowd
+#: val (300 images) the worst pixel moved by 0.194 for the OSIE-trained student and 0.120 for
+#: the default one, while the mean |difference| was 0.004-0.009
+#: (reports/benchmarks/precision_accuracy.json); 0.25 is that worst pixel with a margin.
+INT8_TOLERANCE = 0.25
+#: Mean |int8 - fp32| over a map's pixels allowed by the tests: about twice the largest measured
+#: (0.0087, default student on OSIE val).
+INT8_MEAN_TOLERANCE = 0.02
 #: CPU flags whose int8 dot products make int8 convolutions several times cheaper than fp32
 #: (VNNI, AMX). Without them onnxruntime's int8 kernels use AVX2 multiply-adds and are not faster.
 FAST_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")

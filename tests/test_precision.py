@@ -160,10 +160,10 @@ def _cc(a: np.ndarray, b: np.ndarray) -> float:
 
 @needs_real
 def test_int8_maps_close_to_fp32_on_real_images(student, calib, tmp_path):
-    """Held-out real OSIE images: per-image max |int8 - fp32| within INT8_TOLERANCE, CC(int8, fp32) >= 0.99.
+    """Held-out real OSIE images: per image, max and mean |int8 - fp32| within the measured bounds.
 
-    The bound comes from reports/benchmarks/precision_accuracy.json (trained students on OSIE and
-    EyeCrowd val), see INT8_TOLERANCE.
+    The bounds come from reports/benchmarks/precision_accuracy.json (two trained students, OSIE
+    and EyeCrowd val): see INT8_TOLERANCE and INT8_MEAN_TOLERANCE.
     """
     model, _ = student
     fp32 = tmp_path / "fp32.onnx"
@@ -176,7 +176,8 @@ def test_int8_maps_close_to_fp32_on_real_images(student, calib, tmp_path):
     assert a.std() > 0.01  # the maps are not flat, so closeness means something
     for i in range(len(images)):
         assert np.abs(a[i] - b[i]).max() <= pc.INT8_TOLERANCE, i
-        assert _cc(a[i], b[i]) >= 0.99, i
+        assert np.abs(a[i] - b[i]).mean() <= pc.INT8_MEAN_TOLERANCE, i
+        assert _cc(a[i], b[i]) >= 0.99, i  # and the map's shape is kept, not only its values
 
 
 def test_int8_keeps_the_first_conv_and_the_head_in_fp32(student, calib, tmp_path):
