@@ -42,7 +42,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 import semipkd
-from semipkd.inference import ImageReadError, check_size, images_to_tensor, list_images, read_image
+from semipkd.inference import (
+    ImageReadError,
+    check_size,
+    images_to_tensor,
+    list_images,
+    read_image,
+)
 from semipkd.io import atomic_path
 
 __all__ = [
@@ -201,7 +207,12 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, inp
         quant_format: ``qoperator`` or ``qdq``.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not inputs:

@@ -195,7 +195,7 @@ def test_int8_keeps_the_first_conv_and_the_head_in_fp32(student, calib, tmp_path
 
 
 def test_predict_and_export_int8_cli(student, calib, tmp_path, cache_home):
-    model, ckpt = student
+    _, ckpt = student
     photos = tmp_path / "photos"
     _write(photos / "a.png", cv2.GaussianBlur((np.random.default_rng(1).random((40, 50, 3)) * 255).astype(np.uint8), (9, 9), 3))
     out = tmp_path / "maps"
