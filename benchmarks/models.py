@@ -1,4 +1,4 @@
-"""CPU latency of the students: eager PyTorch vs our optimised PyTorch path vs onnxruntime, one run.
+"""CPU latency of the students: eager PyTorch, optimised PyTorch, onnxruntime fp32 and reduced precision, one run.
 
 Batch 1, 3x288x384 input, 480x640 output (the paper's SALICON setting), at 1 and 2 threads.
 Three backends of the same network are timed in ONE interleaved run (eager, optimised,
@@ -13,6 +13,20 @@ on all three alike, and every ratio divides by the eager median OF THIS RUN:
   :class:`semipkd.inference.OnnxRunner` (``ORT_ENABLE_ALL``, intra-op threads set, waiters
   sleeping), i.e. ``predict --backend onnxruntime``.
 
+Reduced precision, in the same rounds (none of these is exact; their accuracy cost on trained
+students is ``benchmarks/precision_accuracy.py``'s):
+
+* ``onnxruntime_int8``: the int8 graph of :func:`semipkd.precision.quantize_int8` (static,
+  per-channel weights, calibrated on ``--calibration-images`` real photos from ``--calibration``,
+  first conv and full-resolution head kept in fp32, QOperator), i.e. ``predict --precision int8``;
+* ``openvino`` (fp32), ``openvino_int8`` (the same quantisation in QDQ form, which OpenVINO reads
+  as int8) and ``openvino_bf16`` (``INFERENCE_PRECISION_HINT: bf16``): OpenVINO's CPU plugin,
+  measured when the ``openvino`` package is importable (it is not a dependency of semipkd: see
+  the README's "Reduced precision" for why). bf16 runs only where OpenVINO reports the BF16
+  capability (AVX-512 BF16 or AMX); elsewhere the row says why it was skipped.
+
+Batch 8 (a folder being labelled) is timed too, at 1 thread, with fewer rounds (``--runs-batch8``).
+
 Reported per model and thread count: median, p10-p90 spread and IQR of each backend, and the
 ratios ``median(backend) / median(eager)``. The targets (eeea_c2 <= 0.4x, mobilenet_v3_large and
 efficientnet_b4 < 0.6x, at 1 thread) are judged on the fastest backend; a miss is stated in ms
@@ -24,8 +38,8 @@ divided by. Outputs of the two fast backends are checked against eager (max abs 
 Weights are random (no ImageNet files needed); random-init networks produce denormal activations
 that trained ones do not, so flush-to-zero is on for torch (``torch.set_flush_denormal``).
 
-Usage: python benchmarks/models.py [--runs N] [--names eeea_c2 ...] [--threads 1 2] [--output PATH]
-Writes reports/benchmarks/models.json (atomically). About 4-6 minutes on 2 shared cores.
+Usage: python benchmarks/models.py [--runs N] [--names eeea_c2 ...] [--threads 1 2] [--calibration DIR] [--output PATH]
+Writes reports/benchmarks/models.json (atomically). About 20-30 minutes on 2 shared cores.
 """
 
 from __future__ import annotations
@@ -51,12 +65,23 @@ from semipkd.export import export_onnx  # noqa: E402
 from semipkd.inference import OnnxRunner  # noqa: E402
 from semipkd.io import atomic_write_json  # noqa: E402
 from semipkd.models import build_model, count_macs, count_params, optimize_for_inference  # noqa: E402
+from semipkd.precision import calibration_files, calibration_inputs, cpu_flags, quantize_int8  # noqa: E402
 
 log = logging.getLogger("benchmarks.models")
 
 INPUT = (288, 384)
 OUTPUT = (480, 640)
 BACKENDS = ("eager", "optimized", "onnxruntime")
+#: Reduced-precision and OpenVINO rows, timed in the same rounds when available.
+EXTRA_BACKENDS = ("onnxruntime_int8", "openvino", "openvino_int8", "openvino_bf16")
+#: Backends whose maps equal eager's to TOLERANCE; the others are reduced precision (int8,
+#: bf16) or are here for comparison only.
+EXACT = ("optimized", "onnxruntime", "openvino")
+REDUCED = ("onnxruntime_int8", "openvino_int8", "openvino_bf16")
+DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scene-unlabeled"
+#: Calibration images for the timed int8 graphs (weights are random here, so accuracy is not the
+#: point; 16 keeps efficientnet_b4's calibration fast). predict's default is 64.
+CALIBRATION_IMAGES = 16
 #: The paper's code on a 2-core CPU, batch 1, 3x288x384, measured on another day with another
 #: thread setting: context for the reader, never a denominator here.
 PAPER_CODE_MS_OTHER_DAY = {"eeea_c2": 250.0, "mobilenet_v3_large": 53.0, "efficientnet_b4": 420.0}
@@ -84,6 +109,42 @@ def interleaved(fns: dict, x: torch.Tensor, runs: int, warmup: int) -> dict[str,
                 if i >= warmup:
                     times[k].append(1000.0 * (time.perf_counter() - t0))
     return times
+
+
+class OpenVinoRunner:
+    """OpenVINO CPU plugin on an ONNX graph, reshaped to a static batch: (B, 3, H, W) -> (B, H_out, W_out)."""
+
+    def __init__(self, path: Path, batch: int, threads: int, precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        model.reshape([batch, 3, *INPUT])
+        cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+               "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = core.compile_model(model, "CPU", cfg)
+        self.request = self.compiled.create_infer_request()
+        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.request.infer({0: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(np.asarray(next(iter(out.values()))).copy())
+
+
+def openvino_status() -> dict:
+    """Whether OpenVINO runs here and in which precisions: {"version", "capabilities", "skipped": {row: why}}."""
+    try:
+        import openvino as ov
+    except ImportError:
+        why = "openvino is not installed (not a semipkd dependency; pip install openvino==2026.4.1 to measure it)"
+        return {"version": None, "capabilities": [], "skipped": {k: why for k in ("openvino", "openvino_int8", "openvino_bf16")}}
+    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    skipped = {}
+    if "BF16" not in caps:
+        flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")) or "vnni" in f) or ["none of avx512*/amx*/vnni"]
+        skipped["openvino_bf16"] = (f"this CPU has no BF16 instructions (OpenVINO CPU capabilities: {', '.join(caps)}; "
+                                    f"CPU flags: {', '.join(flags)}): bf16 would run as fp32")
+    return {"version": ov.__version__, "capabilities": caps, "skipped": skipped}
 
 
 def profile_onnxruntime(path: Path, x: torch.Tensor, threads: int, runs: int = 5) -> dict:
@@ -136,7 +197,34 @@ def profile_torch(fn, x: torch.Tensor, runs: int = 3) -> dict:
     }
 
 
-def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: Path) -> dict:
+def _runners(name: str, model, fast, paths: dict[str, Path], batch: int, threads: int, ov: dict) -> dict:
+    """Every available backend for one batch size and thread count, in the interleaving order."""
+    fns = {"eager": model, "optimized": fast,
+           "onnxruntime": OnnxRunner(paths["fp32"], threads=threads),
+           "onnxruntime_int8": OnnxRunner(paths["int8"], threads=threads)}
+    if "openvino" not in ov["skipped"]:
+        fns["openvino"] = OpenVinoRunner(paths["fp32"], batch, threads, "f32")
+        fns["openvino_int8"] = OpenVinoRunner(paths["int8_qdq"], batch, threads, "f32")
+    if "openvino_bf16" not in ov["skipped"]:
+        fns["openvino_bf16"] = OpenVinoRunner(paths["fp32"], batch, threads, "bf16")
+    return fns
+
+
+def _timed(fns: dict, x: torch.Tensor, runs: int, warmup: int) -> dict:
+    times = interleaved(fns, x, runs, warmup)
+    stats = {k: _stats(v) for k, v in times.items()}
+    eager = stats["eager"]["median_ms"]
+    others = [k for k in fns if k != "eager"]
+    return {
+        **stats,
+        "ratio_to_eager": {k: stats[k]["median_ms"] / eager for k in others},
+        "paired_ratio_median": {k: float(np.median(np.asarray(times[k]) / np.asarray(times["eager"]))) for k in others},
+        "ratio_to_onnxruntime": {k: stats[k]["median_ms"] / stats["onnxruntime"]["median_ms"] for k in others},
+    }
+
+
+def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: Path, calibration: list[np.ndarray],
+                runs_batch8: int, ov: dict) -> dict:
     torch.manual_seed(0)
     x = torch.rand(1, 3, *INPUT)
     torch.set_num_threads(max(threads))
@@ -148,37 +236,52 @@ def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: 
     t0 = time.perf_counter()
     export_onnx(model, onnx_path, INPUT, tolerance=None)  # compared below, at this input size
     export_s = time.perf_counter() - t0
-    ort_by_threads = {n: OnnxRunner(onnx_path, threads=n) for n in threads}
-    with torch.inference_mode():
-        ref = model(x)
-        diffs = {"optimized": float((fast(x) - ref).abs().max()),
-                 "onnxruntime": float((ort_by_threads[threads[0]](x) - ref).abs().max())}
+    paths = {"fp32": onnx_path, "int8": workdir / f"{name}.int8.onnx", "int8_qdq": workdir / f"{name}.int8qdq.onnx"}
+    t0 = time.perf_counter()
+    quantize_int8(onnx_path, paths["int8"], calibration)
+    quantize_s = time.perf_counter() - t0
+    if "openvino_int8" not in ov["skipped"]:
+        quantize_int8(onnx_path, paths["int8_qdq"], calibration, quant_format="qdq")
     row = {
         "params": count_params(model),
         "macs": count_macs(model, INPUT),
-        "max_abs_diff_vs_eager": diffs,
-        "outputs_equal": all(d <= TOLERANCE for d in diffs.values()),
         "optimize_seconds": round(optimize_s, 2),
         "export_seconds": round(export_s, 2),
+        "quantize_int8_seconds": round(quantize_s, 2),
+        "skipped": dict(ov["skipped"]),
         "by_threads": {},
     }
     for n in threads:
         torch.set_num_threads(n)
+        fns = _runners(name, model, fast, paths, 1, n, ov)
+        if n == threads[0]:
+            with torch.inference_mode():
+                ref = model(x)
+                diffs = {k: float((fn(x) - ref).abs().max()) for k, fn in fns.items() if k != "eager"}
+            # random weights: the reduced-precision differences say nothing about accuracy on a
+            # trained student (benchmarks/precision_accuracy.py measures that); exact ones must be <= TOLERANCE
+            row["max_abs_diff_vs_eager"] = diffs
+            row["outputs_equal"] = all(d <= TOLERANCE for k, d in diffs.items() if k in EXACT)
         load = os.getloadavg()[0]
-        times = interleaved({"eager": model, "optimized": fast, "onnxruntime": ort_by_threads[n]}, x, runs, warmup)
-        stats = {k: _stats(v) for k, v in times.items()}
-        eager = stats["eager"]["median_ms"]
-        paired = {k: float(np.median(np.asarray(times[k]) / np.asarray(times["eager"]))) for k in BACKENDS[1:]}
-        row["by_threads"][str(n)] = {
-            **stats,
-            "ratio_to_eager": {k: stats[k]["median_ms"] / eager for k in BACKENDS[1:]},
-            "paired_ratio_median": paired,
-            "loadavg_1min_at_start": load,
-        }
+        row["by_threads"][str(n)] = {**_timed(fns, x, runs, warmup), "loadavg_1min_at_start": load}
+        if "openvino_bf16" in fns:
+            row["openvino_bf16_precision_used"] = fns["openvino_bf16"].precision
+    if runs_batch8 > 0:
+        torch.set_num_threads(min(threads))
+        x8 = torch.rand(8, 3, *INPUT)
+        fns = _runners(name, model, fast, paths, 8, min(threads), ov)
+        load = os.getloadavg()[0]
+        row["batch8_at_1_thread"] = {**_timed(fns, x8, runs_batch8, 1), "loadavg_1min_at_start": load}
     one = row["by_threads"][str(min(threads))]
-    fastest = min(BACKENDS[1:], key=lambda k: one[k]["median_ms"])
+    candidates = [k for k in one["ratio_to_eager"]]
+    fastest = min(candidates, key=lambda k: one[k]["median_ms"])
+    exact = [k for k in candidates if k in EXACT]
+    reduced = [k for k in candidates if k in REDUCED]
     row["fastest_at_1_thread"] = fastest
     row["fastest_ratio_at_1_thread"] = one["ratio_to_eager"][fastest]
+    row["fastest_exact_at_1_thread"] = min(exact, key=lambda k: one[k]["median_ms"])
+    row["fastest_reduced_at_1_thread"] = min(reduced, key=lambda k: one[k]["median_ms"])
+    row["reduced_below_onnxruntime_fp32_at_1_thread"] = {k: bool(one[k]["median_ms"] < one["onnxruntime"]["median_ms"]) for k in reduced}
     if name in TARGET_RATIO:
         target, inclusive = TARGET_RATIO[name]
         ratio = row["fastest_ratio_at_1_thread"]
@@ -195,6 +298,7 @@ def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: 
             torch.set_num_threads(min(threads))
             row["profile_at_1_thread"] = {
                 "onnxruntime": profile_onnxruntime(onnx_path, x, min(threads)),
+                "onnxruntime_int8": profile_onnxruntime(paths["int8"], x, min(threads)),
                 "optimized": profile_torch(fast, x),
                 "eager": profile_torch(model, x),
             }
@@ -203,17 +307,20 @@ def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: 
     return row
 
 
-def run(names: list[str], runs: int, warmup: int, threads: list[int]) -> dict:
+def run(names: list[str], runs: int, warmup: int, threads: list[int], calibration_dir: Path, runs_batch8: int) -> dict:
     torch.set_flush_denormal(True)
     load_before = os.getloadavg()
     started = time.time()
+    cal_files = calibration_files(calibration_dir, CALIBRATION_IMAGES)
+    calibration = calibration_inputs(cal_files, INPUT)
+    ov = openvino_status()
     rows = {}
     with tempfile.TemporaryDirectory(prefix="semipkd-bench-") as tmp, warnings.catch_warnings():
         # the tracer's and exporter's notes about constant shapes are expected here
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
         for name in names:
-            rows[name] = bench_model(name, runs, warmup, threads, Path(tmp))
+            rows[name] = bench_model(name, runs, warmup, threads, Path(tmp), calibration, runs_batch8, ov)
             log.info("%s done", name)
     import onnxruntime
 
@@ -225,7 +332,12 @@ def run(names: list[str], runs: int, warmup: int, threads: list[int]) -> dict:
             "threads": threads,
             "runs": runs,
             "warmup": warmup,
-            "order": "interleaved per round: " + ", ".join(BACKENDS),
+            "order": "interleaved per round: " + ", ".join(BACKENDS + EXTRA_BACKENDS) + " (those available)",
+            "batch8": {"threads": min(threads), "runs": runs_batch8, "warmup": 1},
+            "calibration": {"folder": str(calibration_dir), "images": len(cal_files), "seed": 0},
+            "openvino": ov["version"],
+            "openvino_cpu_capabilities": ov["capabilities"],
+            "cpu_flags_simd": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4")) or "vnni" in f),
             "flush_denormal": True,
             "tolerance": TOLERANCE,
             "torch": torch.__version__,
@@ -245,24 +357,28 @@ def run(names: list[str], runs: int, warmup: int, threads: list[int]) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"{'backbone':<20}{'thr':>4}{'eager ms':>10}{'p10-p90':>14}{'opt ms':>9}{'p10-p90':>14}{'ort ms':>9}"
-          f"{'p10-p90':>14}{'opt/eager':>10}{'ort/eager':>10}{'target':>8}  ok")
+    short = {"optimized": "opt", "onnxruntime": "ort", "onnxruntime_int8": "ort-i8", "openvino": "ov",
+             "openvino_int8": "ov-i8", "openvino_bf16": "ov-bf16"}
+    print(f"{'backbone':<20}{'setting':>10}{'eager ms':>10}  ratios to eager (median ms / eager median)")
     for name, r in result["models"].items():
-        for n, t in r["by_threads"].items():
-            cells = []
-            for k in BACKENDS:
-                cells.append(f"{t[k]['median_ms']:>9.1f}" if k != "eager" else f"{t[k]['median_ms']:>10.1f}")
-                cells.append(f"{t[k]['p10_ms']:>7.0f}-{t[k]['p90_ms']:<6.0f}")
-            first = n == str(min(int(k) for k in r["by_threads"]))
-            target = r["target"].removesuffix(" eager") if "target" in r and first else ""
-            ok = {True: "yes", False: "NO"}.get(r.get("meets_target")) if first and "meets_target" in r else ""
-            print(f"{name:<20}{n:>4}" + "".join(cells) + f"{t['ratio_to_eager']['optimized']:>9.2f}x"
-                  f"{t['ratio_to_eager']['onnxruntime']:>9.2f}x{target:>8}  {ok}")
+        blocks = [(f"{n} thr", t, n == str(min(int(k) for k in r["by_threads"]))) for n, t in r["by_threads"].items()]
+        if "batch8_at_1_thread" in r:
+            blocks.append(("b8 1 thr", r["batch8_at_1_thread"], False))
+        for label, t, first in blocks:
+            cells = "  ".join(f"{short.get(k, k)} {v:.2f}x" for k, v in t["ratio_to_eager"].items())
+            ok = ""
+            if first and "meets_target" in r:
+                ok = f"  target {r['target'].removesuffix(' eager')}: {'met' if r['meets_target'] else 'MISSED'} ({r['fastest_at_1_thread']})"
+            print(f"{name:<20}{label:>10}{t['eager']['median_ms']:>10.1f}  {cells}{ok}")
+        for k, why in r.get("skipped", {}).items():
+            print(f"  {k} skipped: {why}")
         if "miss" in r:
             m = r["miss"]
             p = r["profile_at_1_thread"]["onnxruntime"]
             print(f"  {name} misses by {m['ratio_over_target']:.2f}x ({m['ms_over_target']:.1f} ms over "
                   f"{m['target_ms_in_this_run']:.1f} ms); onnxruntime by op type (ms): {p['by_op_type_ms']}")
+            p8 = r["profile_at_1_thread"]["onnxruntime_int8"]
+            print(f"  onnxruntime int8 by op type (ms): {p8['by_op_type_ms']} (kernel total {p8['kernel_ms_per_run']} ms)")
             print(f"  costliest nodes (ms): {p['top_nodes_ms']}")
             conv = p["by_op_type_ms"].get("Conv", 0.0)
             print(f"  why: convolutions alone take {conv:.1f} ms ({100 * conv / p['kernel_ms_per_run']:.0f}% of the kernel "
@@ -283,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--runs-batch8", type=int, default=5, help="rounds at batch 8, 1 thread (0: skip)")
+    parser.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION, help="real images for the int8 calibration")
     parser.add_argument("--output", type=Path, default=Path("reports/benchmarks/models.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = run(args.names, args.runs, args.warmup, sorted(args.threads))
+    result = run(args.names, args.runs, args.warmup, sorted(args.threads), args.calibration, args.runs_batch8)
     print_table(result)
     atomic_write_json(args.output, result)
     print(f"wrote {args.output}")

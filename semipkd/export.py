@@ -9,6 +9,11 @@ model, as in PyTorch) and returns ``saliency``: float32 (N, H_out, W_out) in [0,
 axis is dynamic, the spatial sizes are fixed at export. After writing, the CLI runs the graph
 with onnxruntime on random inputs and compares it with PyTorch; a max absolute difference above
 ``--tolerance`` (default 1e-4) is an error (exit status 1) and leaves no file behind.
+
+``--precision int8 --calibration DIR [--calibration-images N]`` writes the onnxruntime int8
+graph of :mod:`semipkd.precision` instead (same input and output), quantised on a seeded sample
+of real images from ``DIR``; it is checked on those images against PyTorch with the int8 bound
+:data:`semipkd.precision.INT8_TOLERANCE` unless ``--tolerance`` says otherwise.
 """
 
 from __future__ import annotations
@@ -27,9 +32,17 @@ from torch import nn
 from semipkd.inference import OnnxRunner, check_size, model_input_size
 from semipkd.io import atomic_path
 from semipkd.models import load_model
+from semipkd.precision import (
+    DEFAULT_CALIBRATION_IMAGES,
+    INT8_TOLERANCE,
+    PRECISIONS,
+    calibration_files,
+    calibration_inputs,
+    quantize_int8,
+)
 from semipkd.runtime import setup_logging
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_max_abs_diff", "main"]
+__all__ = ["DEFAULT_OPSET", "export_onnx", "export_int8", "onnx_max_abs_diff", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +115,52 @@ def export_onnx(
     return diff
 
 
-def onnx_max_abs_diff(model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], *, batch: int = 2, seed: int = 0) -> float:
-    """Max |onnxruntime - PyTorch| over the outputs for ``batch`` seeded random images.
+def export_int8(
+    model: nn.Module,
+    path: str | Path,
+    input_size: tuple[int, int],
+    inputs: Sequence[np.ndarray],
+    *,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float | None = INT8_TOLERANCE,
+) -> float | None:
+    """Export ``model``'s int8 graph (:func:`semipkd.precision.quantize_int8`) to ``path``, atomically.
+
+    The fp32 graph is exported and checked to 1e-4 first (in a temporary folder), then quantised
+    with the calibration ``inputs`` (each float32 (1, 3, H, W) in [0, 1], real images). With a
+    ``tolerance``, the int8 graph's max |int8 - PyTorch| on those inputs must not exceed it, else
+    ``RuntimeError`` and ``path`` is left as it was.
+
+    Returns:
+        The max absolute difference measured (None when not checked).
+    """
+    import tempfile
+
+    size = check_size(input_size, "input_size")
+    model = model.cpu().eval()
+    diff = None
+    with tempfile.TemporaryDirectory(prefix="semipkd-export-") as tmp, atomic_path(path) as dest:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32, size, opset=opset)
+        quantize_int8(fp32, dest, inputs)
+        if tolerance is not None:
+            diff = onnx_max_abs_diff(model, dest, size, x=torch.from_numpy(np.concatenate(list(inputs))))
+            log.info("int8 onnxruntime vs PyTorch on %d calibration images: max abs diff %.3g (tolerance %.3g)",
+                     len(inputs), diff, tolerance)
+            if not diff <= tolerance:
+                raise RuntimeError(f"{path}: int8 graph differs from PyTorch by {diff:.3g} > {tolerance:.3g}; not written")
+    return diff
+
+
+def onnx_max_abs_diff(model: nn.Module, onnx_path: str | Path, input_size: tuple[int, int], *, batch: int = 2, seed: int = 0,
+                      x: torch.Tensor | None = None) -> float:
+    """Max |onnxruntime - PyTorch| over the outputs for ``batch`` seeded random images (or for ``x``).
 
     Uses a batch of 2 by default, so the dynamic batch axis is exercised (export traced batch 1).
     """
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, 3, *input_size, generator=g)
+    if x is None:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(batch, 3, *input_size, generator=g)
     with torch.inference_mode():
         ref = model.cpu().eval()(x).float().numpy()
     got = OnnxRunner(onnx_path, device="cpu")(x).numpy()
@@ -123,8 +175,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
     ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="graph input size (default: from the checkpoint)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    ap.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed against PyTorch (default 1e-4)")
-    return ap.parse_args(argv)
+    ap.add_argument("--tolerance", type=float, default=None,
+                    help=f"max abs difference allowed against PyTorch (default 1e-4; int8: {INT8_TOLERANCE})")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="fp32 (default) or int8: quantised on --calibration images (README, 'Reduced precision')")
+    ap.add_argument("--calibration", type=Path, default=None, help="int8 only: a folder of real images to calibrate on")
+    ap.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                    help=f"int8 only: how many calibration images to sample (default {DEFAULT_CALIBRATION_IMAGES})")
+    args = ap.parse_args(argv)
+    if args.precision == "fp32" and args.calibration is not None:
+        ap.error("--calibration is for --precision int8 only")
+    if args.tolerance is None:
+        args.tolerance = INT8_TOLERANCE if args.precision == "int8" else 1e-4
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,17 +197,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.model.is_file():
             raise FileNotFoundError(f"--model {args.model}: no such file")
+        if args.precision == "int8":
+            files = calibration_files(args.calibration, args.calibration_images)  # a bad folder fails before any work
         model = load_model(args.model, map_location="cpu")
         size = model_input_size(model, args.input_size)
-    except (FileNotFoundError, ValueError) as e:
+        if args.precision == "int8":
+            inputs = calibration_inputs(files, size)
+    except (FileNotFoundError, ValueError) as e:  # CalibrationError is a ValueError
         log.error("%s", e)
         return 2
     try:
-        diff = export_onnx(model, args.output, size, opset=args.opset, tolerance=args.tolerance)
+        if args.precision == "int8":
+            diff = export_int8(model, args.output, size, inputs, opset=args.opset, tolerance=args.tolerance)
+        else:
+            diff = export_onnx(model, args.output, size, opset=args.opset, tolerance=args.tolerance)
     except RuntimeError as e:
         log.error("%s", e)
         return 1
-    log.info("wrote %s (input 1x3x%dx%d, dynamic batch; max abs diff %.3g)", args.output, size[0], size[1], diff)
+    log.info("wrote %s (%s, input 1x3x%dx%d, dynamic batch; max abs diff %.3g)", args.output, args.precision, size[0], size[1], diff)
     return 0
 
 

@@ -35,7 +35,9 @@ from semipkd.runtime import autocast
 
 __all__ = [
     "BACKENDS",
+    "IMAGE_SUFFIXES",
     "ImageReadError",
+    "list_images",
     "read_image",
     "batches",
     "check_size",
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: File name endings read as images (case-insensitive), by predict and for int8 calibration.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 #: The concrete inference backends (``predict --backend`` adds ``auto``, which picks one of them).
 BACKENDS = ("torch", "onnxruntime")
@@ -69,6 +74,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except DataError as e:
         raise ImageReadError(e.path, e.reason) from None
     return image
+
+
+def list_images(path: str | Path, what: str = "--input") -> list[Path]:
+    """The image files to predict: ``path`` itself, or every image under the folder, sorted.
+
+    ``what`` starts the error messages (the option that named ``path``). Raises
+    ``FileNotFoundError`` if ``path`` does not exist and ``ValueError`` if a folder holds no file
+    ending in one of :data:`IMAGE_SUFFIXES`.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{what} {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
 
 
 def batches(n: int, batch_size: int) -> Iterator[range]:

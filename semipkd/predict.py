@@ -29,6 +29,11 @@ batches of each at the model's input size and batch size, and the result is cach
 thread count, so it is measured once per setting. ``--calibrate`` measures again (and prints
 the times); ``python -m semipkd.predict --calibrate --model M`` does only that. ``<cache>`` is
 ``--cache-dir``, default ``$XDG_CACHE_HOME/semipkd`` (``~/.cache/semipkd``).
+
+Reduced precision (``--precision int8 --calibration DIR``), opt-in: an onnxruntime int8 graph
+quantised on a seeded sample of real images from ``DIR`` (:mod:`semipkd.precision`), cached in
+``<cache>/int8/`` per checkpoint and setting. It changes the maps (by the amounts in the README's
+"Reduced precision" table), so ``auto`` never picks it and ``--calibrate`` does not measure it.
 """
 
 from __future__ import annotations
@@ -56,17 +61,25 @@ from semipkd import metrics
 from semipkd.export import DEFAULT_OPSET, export_onnx
 from semipkd.inference import (
     BACKENDS,
+    IMAGE_SUFFIXES,
     ImageReadError,
     OnnxRunner,
     TorchRunner,
     batches,
     images_to_tensor,
+    list_images,
     model_input_size,
     read_image,
 )
 from semipkd.io import atomic_write_bytes, atomic_write_json, sha256_file
 from semipkd.models import load_model
 from semipkd.names import ON_ERROR
+from semipkd.precision import (
+    DEFAULT_CALIBRATION_IMAGES,
+    PRECISIONS,
+    fast_int8_instructions,
+    int8_graph,
+)
 from semipkd.runtime import select_device, setup_logging
 
 __all__ = [
@@ -91,8 +104,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: File name endings read as images (case-insensitive).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Choices of ``--backend``.
 BACKEND_CHOICES = ("auto",) + BACKENDS
 #: Default batch sizes. On the CPU a batch buys nothing at the paper's 384x384 (per image, a
@@ -114,23 +125,6 @@ class PredictSummary:
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def list_images(path: str | Path) -> list[Path]:
-    """The image files to predict: ``path`` itself, or every image under the folder, sorted.
-
-    Raises ``FileNotFoundError`` if ``path`` does not exist and ``ValueError`` if a folder holds
-    no file ending in one of :data:`IMAGE_SUFFIXES`.
-    """
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"--input {path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"--input {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return files
 
 
 def map_to_uint8(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -392,10 +386,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--calibrate", action="store_true",
                     help="measure both backends again and store the choice auto uses; alone (no --input) it only measures")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for either backend (default: torch's)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="fp32 (default, exact) or int8: an onnxruntime graph quantised on --calibration images; "
+                         "changes the maps (README, 'Reduced precision'), never chosen by auto")
+    ap.add_argument("--calibration", type=Path, default=None,
+                    help="int8 only: a folder of real images to calibrate on (a seeded sample is used; never a "
+                         "split whose scores you report)")
+    ap.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                    help=f"int8 only: how many calibration images to sample (default {DEFAULT_CALIBRATION_IMAGES})")
     ap.add_argument("--cache-dir", type=Path, default=None, help=f"exported graphs and timings (default {default_cache_dir()})")
     args = ap.parse_args(argv)
     if (args.input is None) != (args.output is None) or (args.input is None and not args.calibrate):
         ap.error("--input and --output are required (unless --calibrate is given alone)")
+    if args.precision == "int8" and args.backend == "torch":
+        ap.error("--precision int8 runs on onnxruntime: use --backend onnxruntime (or auto)")
+    if args.precision == "int8" and args.calibrate:
+        ap.error("--calibrate measures the exact fp32 backends that auto chooses among; drop --precision int8")
+    if args.precision == "fp32" and args.calibration is not None:
+        ap.error("--calibration is for --precision int8 only")
     return args
 
 
@@ -427,7 +435,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return make_runner(backend, model, size, device, onnx_path=graph, threads=args.threads)
 
         backend, runner = args.backend, None
-        if backend == "auto" or args.calibrate:
+        if args.precision == "int8":
+            # Opt-in and never measured against the exact backends: int8 changes the maps.
+            if not fast_int8_instructions():
+                log.warning("this CPU has no VNNI or AMX int8 instructions: int8 runs, but no faster than fp32 "
+                            "onnxruntime here (README, 'Reduced precision')")
+            graph8 = int8_graph(lambda: onnx_graph(model, size, checkpoint_sha=sha, cache_dir=cache_dir, path=args.onnx),
+                                size, checkpoint_sha=sha, cache_dir=cache_dir, calibration=args.calibration,
+                                count=args.calibration_images)
+            if device.type == "cuda":
+                log.info("int8 runs on the CPU (onnxruntime's int8 kernels are CPU kernels)")
+            runner = make_runner("onnxruntime", model, size, torch.device("cpu"), onnx_path=lambda: graph8, threads=args.threads)
+            backend = "onnxruntime int8"
+        elif backend == "auto" or args.calibrate:
             chosen, ms, runner = choose_backend(make, checkpoint_sha=sha, input_size=size, batch_size=batch_size,
                                                 device=device, cache_dir=cache_dir, remeasure=args.calibrate)
             if args.calibrate:
