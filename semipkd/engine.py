@@ -69,14 +69,14 @@ from tqdm import tqdm
 
 from semipkd import losses as losses_mod
 from semipkd import metrics as metrics_mod
+from semipkd import names
 from semipkd.checkpoint import CKPT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semipkd.config import ConfigError, TrainConfig, as_plain
 from semipkd.distributed import Distributed, GlobalBatchSampler, ShardSampler, unwrap_ddp
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
-from semipkd import names
-from semipkd.names import ON_ERROR
 from semipkd.models import checkpoint_payload
+from semipkd.names import ON_ERROR
 from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
 
 __all__ = [

@@ -35,7 +35,16 @@ import numpy as np  # noqa: E402
 
 from semipkd.errors import SemipkdError  # noqa: E402
 from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
-from semipkd.names import DATASET_LABELS, DATASETS, METRIC_NAMES, MODEL_KEYS, MODEL_LABELS, PROTOCOL_LABELS, PROTOCOLS, TABLE_METRICS  # noqa: E402
+from semipkd.names import (  # noqa: E402
+    DATASET_LABELS,
+    DATASETS,
+    METRIC_NAMES,
+    MODEL_KEYS,
+    MODEL_LABELS,
+    PROTOCOL_LABELS,
+    PROTOCOLS,
+    TABLE_METRICS,
+)
 
 __all__ = [
     "TABLE_METRICS",
@@ -861,7 +870,7 @@ def _claim_protocols(setting: Mapping[str, Any]) -> list[str]:
 
 
 def _diff_items(diff: Mapping[str, Sequence]) -> list[str]:
-    """``\`key\` this (there that)`` for each differing param ({key: [this, that]})."""
+    r"""``\`key\` this (there that)`` for each differing param ({key: [this, that]})."""
     return [f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in diff.items()]
 
 

@@ -21,11 +21,23 @@ from semipkd.data import (
 )
 
 try:
-    from test_data_fixtures import (write_cat2000_distribution, write_mit1003_distribution, write_osie, write_pool,
-                                    write_repo, write_salicon)
+    from test_data_fixtures import (
+        write_cat2000_distribution,
+        write_mit1003_distribution,
+        write_osie,
+        write_pool,
+        write_repo,
+        write_salicon,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import (write_cat2000_distribution, write_mit1003_distribution, write_osie,
-                                          write_pool, write_repo, write_salicon)
+    from tests.test_data_fixtures import (
+        write_cat2000_distribution,
+        write_mit1003_distribution,
+        write_osie,
+        write_pool,
+        write_repo,
+        write_salicon,
+    )
 
 
 def _pil_rgb(path):

@@ -31,9 +31,9 @@ from semipkd.engine import (
     NonFiniteLossError,
     StepBudget,
     fit,
-    semi_pkd_steps,
     mix_with_ema,
     paper_sum,
+    semi_pkd_steps,
 )
 from semipkd.models import build_model
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pysaliency  # a test dependency (requirements-dev.txt): fail, never skip, without it
 import pytest
 import torch
 import torch.nn.functional as F
-
-import pysaliency  # a test dependency (requirements-dev.txt): fail, never skip, without it
 from pysaliency import metrics as PM
 from pysaliency.roc import general_roc
 

@@ -27,6 +27,7 @@ from semipkd.models import (
     build_imagenet_classifier,
     build_model,
     checkpoint_payload,
+    cost,
     count_macs,
     count_params,
     get_backbone,
@@ -34,9 +35,10 @@ from semipkd.models import (
     load_model,
     optimize_for_inference,
     profile,
+    registry,
     scale_channels,
+    weights,
 )
-from semipkd.models import cost, registry, weights
 
 BIG = {"efficientnet_b4", "efficientnet_b7"}
 IN, OUT = (64, 64), (32, 32)

@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..io import atomic_dir
-
 from .augment import augment_pair, augmentation_rng, photometric_ops
 from .benchmarks import BenchmarkSet, manifest_row, open_benchmark, open_unlabeled, sample_row
 from .resize import check_size, rescale_fixations, resize_density, resize_image

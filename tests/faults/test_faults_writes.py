@@ -207,9 +207,8 @@ def test_disk_full_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_prev
 @pytest.mark.fault("disk full (injected ENOSPC at the write) while writing a training checkpoint")
 def test_injected_enospc_during_a_checkpoint_write(toy, tmp_path, monkeypatch):
     sys.path.insert(0, str(TESTS))
-    from test_engine import make_cfg, run_fit
-
     from semipkd import io as sio
+    from test_engine import make_cfg, run_fit
 
     torch.set_num_threads(1)
     run_fit(toy, tmp_path, make_cfg(epochs=1))
