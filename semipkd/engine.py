@@ -684,7 +684,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int, max_steps: int) ->
             (pred.nan_to_num(0.0) * 0.0).sum().backward()
             optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
-                for b, saved in zip(model.buffers(), saved_buffers):
+                for b, saved in zip(model.buffers(), saved_buffers, strict=True):
                     b.copy_(saved)
             scheduler.step()  # the schedule counts steps, taken or not
             bar.update(global_batch)

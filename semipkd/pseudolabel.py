@@ -443,7 +443,7 @@ class PseudoLabelCache:
         self._starts = np.cumsum([0] + [int(e["count"]) for e in entries])
         if int(self._starts[-1]) != int(manifest["count"]):
             raise CorruptCacheError(f"{manifest_path}: shard counts sum to {self._starts[-1]}, not count {manifest['count']}")
-        for (maps_path, range_path), entry in zip(self._paths, entries):
+        for (maps_path, range_path), entry in zip(self._paths, entries, strict=True):
             n = int(entry["count"])
             self._check_file(maps_path, entry["sha256"], (n, *self.store_size), np.uint8, verify)
             self._check_file(range_path, entry["range_sha256"], (n, 2), np.float32, verify)

@@ -572,7 +572,8 @@ def plot_learning_curves(runs: Mapping[str, str | Path] | Sequence[str | Path], 
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.8 * nrows), squeeze=False, layout="constrained")
-    for ax, name in zip(axes.flat, names):
+    # strict=False: the grid can have more panels than names; the spare ones are hidden below.
+    for ax, name in zip(axes.flat, names, strict=False):
         for label, h in histories.items():
             if name in h:
                 steps, vals = h[name]
@@ -611,7 +612,7 @@ def plot_ablation_gap(
         raise ValueError(f"{path}: no benchmark has both {student!r} and {ablation!r} under {protocol!r}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False, layout="constrained")
     x = np.arange(len(benchmarks))
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=True):
         gaps = np.array(
             [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan) for b in benchmarks]
         )
@@ -1013,14 +1014,14 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
     colors = ("tab:green", "tab:blue")
     fig, axes = plt.subplots(len(settings), len(_CLAIM_METRICS), figsize=(3.6 * len(_CLAIM_METRICS), 3.0 * len(settings)),
                              squeeze=False, layout="constrained")
-    for row, (name, s) in zip(axes, settings.items()):
+    for row, (name, s) in zip(axes, settings.items(), strict=True):
         protos = _claim_protocols(s)
         proto = protocol if protocol in protos else protos[0]
-        for ax, m in zip(row, _CLAIM_METRICS):
+        for ax, m in zip(row, _CLAIM_METRICS, strict=True):
             stats = [s["arms"].get(arm, {}).get(proto, {}).get(m) for arm in pair]
             if all(st is not None for st in stats):
-                v0 = dict(zip(stats[0]["seeds"], stats[0]["values"]))
-                for seed, v1 in zip(stats[1]["seeds"], stats[1]["values"]):
+                v0 = dict(zip(stats[0]["seeds"], stats[0]["values"], strict=True))
+                for seed, v1 in zip(stats[1]["seeds"], stats[1]["values"], strict=True):
                     if seed in v0:
                         ax.plot([0, 1], [v0[seed], v1], color="0.7", linewidth=0.8, zorder=1)
             for i, st in enumerate(stats):

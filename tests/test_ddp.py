@@ -103,7 +103,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     hist_a = torch.load(tmp_path / "ddp" / "ckpt" / "last.pt", weights_only=True)["history"]
     hist_b = torch.load(tmp_path / "single" / "ckpt" / "last.pt", weights_only=True)["history"]
     assert len(hist_a) == len(hist_b)
-    for ra, rb in zip(hist_a, hist_b):
+    for ra, rb in zip(hist_a, hist_b, strict=True):
         assert ra.keys() == rb.keys()
         for k in rb:
             assert abs(ra[k] - rb[k]) <= 1e-3 * max(1.0, abs(rb[k])), (k, ra[k], rb[k])

@@ -234,7 +234,7 @@ def test_benchmark_protocol_scores_original_size_and_never_interpolates_fixation
         protocols=("benchmark",), batch_size=4, progress=False,
     )
     assert len(seen) == len(samples)  # one call per image: sizes differ
-    for (shape, dtype, fix), s in zip(seen, samples):
+    for (shape, dtype, fix), s in zip(seen, samples, strict=True):
         assert shape == (1, *s.density.shape)
         assert dtype == torch.float64
         assert np.array_equal(fix[0].astype(bool), s.fixations)  # the recorded map, untouched

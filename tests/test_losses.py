@@ -49,7 +49,7 @@ def sigmoid(x):
 def ref_labelled(pred, dens, fix, w):
     per = [
         w["kld"] * ref_kld(p, d) + w["cc"] * (1 - ref_cc(p, d)) + w["nss"] * (1 - sigmoid(ref_nss(p, f)))
-        for p, d, f in zip(pred, dens, fix)
+        for p, d, f in zip(pred, dens, fix, strict=True)
     ]
     return float(np.mean(per))
 
@@ -57,7 +57,7 @@ def ref_labelled(pred, dens, fix, w):
 def ref_pseudo(pred, target, w):
     per = [
         w["kld"] * ref_kld(p, t) + w["cc"] * (1 - ref_cc(p, t)) + w["sim"] * (1 - ref_sim(p, t))
-        for p, t in zip(pred, target)
+        for p, t in zip(pred, target, strict=True)
     ]
     return float(np.mean(per))
 
@@ -149,11 +149,11 @@ def test_single_terms_follow_the_weights():
     pred, dens, target, fix = inputs(5)
     p, d, t, f = (torch.from_numpy(a) for a in (pred, dens, target, fix))
     kld_only = labelled_loss(p, d, f, {"kld": 1, "cc": 0, "nss": 0}).item()
-    assert kld_only == pytest.approx(np.mean([ref_kld(a, b) for a, b in zip(pred, dens)]), abs=1e-12)
+    assert kld_only == pytest.approx(np.mean([ref_kld(a, b) for a, b in zip(pred, dens, strict=True)]), abs=1e-12)
     nss_only = labelled_loss(p, d, f, {"kld": 0, "cc": 0, "nss": 3}).item()
-    assert nss_only == pytest.approx(3 * np.mean([1 - sigmoid(ref_nss(a, b)) for a, b in zip(pred, fix)]), abs=1e-12)
+    assert nss_only == pytest.approx(3 * np.mean([1 - sigmoid(ref_nss(a, b)) for a, b in zip(pred, fix, strict=True)]), abs=1e-12)
     sim_only = pseudo_loss(p, t, {"kld": 0, "cc": 0, "sim": 1}).item()
-    assert sim_only == pytest.approx(np.mean([1 - ref_sim(a, b) for a, b in zip(pred, target)]), abs=1e-12)
+    assert sim_only == pytest.approx(np.mean([1 - ref_sim(a, b) for a, b in zip(pred, target, strict=True)]), abs=1e-12)
 
 
 def test_losses_are_differentiable():

@@ -231,7 +231,7 @@ def _dvclive_history(run_dir, name, values):
 
     with Live(str(run_dir), save_dvc_exp=False, report=None, dvcyaml=None) as live:
         for v in values:
-            for k, x in zip(name, v):
+            for k, x in zip(name, v, strict=True):
                 live.log_metric(k, x)
             live.next_step()
 

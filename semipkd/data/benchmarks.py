@@ -439,7 +439,7 @@ class BenchmarkSet(Sequence):
     def skipped_rows(self) -> list[dict]:
         """Manifest rows of the files skipped at open time."""
         rows = []
-        for (f, reason), key in zip(self.skipped, self._skipped_keys):
+        for (f, reason), key in zip(self.skipped, self._skipped_keys, strict=True):
             rows.append(manifest_row(key or _rel(f, self.root), self.split, status="skipped", reason=f"{f}: {reason}"))
         return rows
 
