@@ -107,7 +107,9 @@ def bench_predict(tmp: Path, n: int, img_size: tuple[int, int], model_size: tupl
     for bs in (1, 8):
         outs = pr.output_paths(paths, folder, tmp / f"maps_bs{bs}")
         pr.predict_paths(runner, paths[:2], outs[:2], input_size=model_size, batch_size=bs, progress=False)
-        _, t = _timed(lambda: pr.predict_paths(runner, paths, outs, input_size=model_size, batch_size=bs, progress=False))
+        # Defaults bind this iteration's outs and bs (_timed calls the lambda at once anyway).
+        _, t = _timed(lambda outs=outs, bs=bs: pr.predict_paths(runner, paths, outs, input_size=model_size, batch_size=bs,
+                                                                progress=False))
         out[f"batch_{bs}_images_per_s"] = n / t
     out.update({"images": n, "image_size": list(img_size), "model_size": list(model_size)})
     out["batch_8_vs_1"] = out["batch_8_images_per_s"] / out["batch_1_images_per_s"]

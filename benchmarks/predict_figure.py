@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = plt.subplots(len(samples), 3, figsize=(10, 2.6 * len(samples)), squeeze=False)
     for row, s, m in zip(axes, samples, maps, strict=True):
         cc = float(metrics.cc(m[None], s.density[None].astype(np.float64))[0])
-        for ax, img, title in zip(row, (s.image, m, s.density), (f"{args.dataset} val {s.name}", f"predicted (CC {cc:.3f})", "ground truth"), strict=True):
+        titles = (f"{args.dataset} val {s.name}", f"predicted (CC {cc:.3f})", "ground truth")
+        for ax, img, title in zip(row, (s.image, m, s.density), titles, strict=True):
             ax.imshow(img, cmap=None if img.ndim == 3 else "magma")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

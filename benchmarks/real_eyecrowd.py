@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = (f"{size[0]}x{size[1]}, teacher {params.train_teacher.epochs} + students {params.distill.epochs} epochs "
               f"on OSIE train, batch {params.distill.batch_size}, 2-core CPU")
     _merge(out / "eyecrowd.json",
-           f"EyeCrowd val (100), real data: OSIE-trained, pseudo-labels on 500 scene photos, fine-tuned on EyeCrowd train (400) — {budget}",
+           "EyeCrowd val (100), real data: OSIE-trained, pseudo-labels on 500 scene photos, "
+           f"fine-tuned on EyeCrowd train (400) — {budget}",
            ["The paper's cross-dataset protocol on real data (params/osie_eyecrowd.yaml, docs/real_eyecrowd.md): "
             "zero-shot rows are the OSIE-trained students as they are; fine-tuned rows after fine-tuning on "
             "EyeCrowd train with the epoch chosen on a 15% holdout of it. Wall time: the whole dvc exp run of that arm."],

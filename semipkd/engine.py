@@ -551,7 +551,8 @@ def fit(
         if dist_.main:
             log.warning("no epoch had a finite val %s; writing the last epoch's weights", select_metric)
         last = state["history"][-1] if state["history"] else {}
-        best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}, "model": _cpu_state(model)}
+        best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
+                "model": _cpu_state(model)}
     if dist_.main:
         meta = {k: v for k, v in checkpoint_payload(model).items() if k != "model"}
         meta.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})

@@ -426,7 +426,8 @@ class _Scorer:
         if "model_resolution" in self.protocols:
             size = self.output_size
             dens = torch.from_numpy(np.stack([np.asarray(resize_density(s.density, size), dtype=np.float32) for s in batch]))
-            fix_np = np.stack([np.asarray(rescale_fixations(np.asarray(s.fixations, dtype=bool), size), dtype=bool) for s in batch])
+            fix_np = np.stack([np.asarray(rescale_fixations(np.asarray(s.fixations, dtype=bool), size), dtype=bool)
+                               for s in batch])
             other = torch.from_numpy(np.stack([self.union.other(size, f) for f in fix_np])).to(dev)
             fix, dens = torch.from_numpy(fix_np).to(dev), dens.to(dev)
             base = self.center(size).expand(len(batch), *size)

@@ -417,7 +417,8 @@ class PseudoLabelCache:
         manifest = _read_json(manifest_path) if manifest_path.is_file() else None
         if manifest is None:
             unfinished = (self.out_dir / PROGRESS).exists()
-            hint = "an unfinished run left progress.json: run the pseudolabel stage again" if unfinished else "run the pseudolabel stage"
+            hint = ("an unfinished run left progress.json: run the pseudolabel stage again" if unfinished
+                    else "run the pseudolabel stage")
             raise PseudoLabelCacheError(f"{manifest_path}: missing or unreadable, the cache is not complete ({hint})")
         if manifest.get("version") != FORMAT_VERSION:
             raise PseudoLabelCacheError(

@@ -402,7 +402,8 @@ def _csv_num(v: float | None) -> str:
     return repr(float(v))
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def _tex(s: str) -> str:
@@ -431,7 +432,8 @@ def render_latex(
                 rf"\label{{tab:{b.replace('_', '-')}-{proto.replace('_', '-')}}}",
                 r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
                 r"\toprule",
-                " & ".join(["Model", "Params (M)", "MACs (G)", "CPU (ms)"] + [_TEX_METRIC_HEADERS[m] for m in TABLE_METRICS]) + r" \\",
+                " & ".join(["Model", "Params (M)", "MACs (G)", "CPU (ms)"] + [_TEX_METRIC_HEADERS[m] for m in TABLE_METRICS])
+                + r" \\",
                 r"\midrule",
             ]
             for r in rows:
@@ -614,7 +616,8 @@ def plot_ablation_gap(
     x = np.arange(len(benchmarks))
     for ax, m in zip(axes[0], metrics, strict=True):
         gaps = np.array(
-            [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan) for b in benchmarks]
+            [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan)
+             for b in benchmarks]
         )
         better = (gaps < 0) if m == "kld" else (gaps > 0)
         ax.bar(x, gaps, color=np.where(better, "tab:green", "tab:red"))
@@ -796,8 +799,9 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
     ({protocol: {metric: stats + test + verdict}}), where stats is ``{mean, std, n, values,
-    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the
-    t-test of :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
+    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is
+    ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the t-test of
+    :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
     differs, metrics: {protocol: {metric: {upper: stats, gain: stats + test + verdict, recovered:
     stats + test, share: stats, share_of_means}}}}),
     and a variant ``variant_of`` ({setting, differs, arms: {arm: {protocol: {metric: stats +
@@ -942,7 +946,8 @@ def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[st
     if not var:
         return []
     changed = ", ".join(_diff_items(var["differs"]))
-    header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}" for p in protos for m in _CLAIM_METRICS]
+    header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}"
+                                   for p in protos for m in _CLAIM_METRICS]
     lines = [
         f"Variant of setting {var['setting']}: {changed}. Each arm here minus the same arm there, paired by "
         "seed; last row: the change in Semi-PKD's edge (this setting's Semi-PKD − labelled-only minus that one's).",
@@ -974,7 +979,8 @@ def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> l
         "mean [95% CI], p); share = recovered / gain, as the ratio of the means and per seed (no interval: "
         "a ratio of means of three seeds says nothing about its own spread).",
         "",
-        "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) | Share (of means) | Share per seed |",
+        "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) "
+        "| Share (of means) | Share per seed |",
         "|:--|--:|--:|--:|--:|--:|",
     ]
     for p in protos:

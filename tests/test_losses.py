@@ -109,7 +109,8 @@ def test_labelled_loss_nss_aggregation_known_answers_on_two_images():
     assert batch.item() == pytest.approx(0.3775406687981454, abs=1e-12)
     # the weights still scale the term; one image: the two agree
     assert labelled_loss(x, x, fix, {"kld": 1, "cc": 1, "nss": 2}, "batch_mean").item() == pytest.approx(2 * (1 - sig(0.5)))
-    assert labelled_loss(x[:1], x[:1], fix[:1], w, "batch_mean").item() == pytest.approx(labelled_loss(x[:1], x[:1], fix[:1], w).item())
+    assert labelled_loss(x[:1], x[:1], fix[:1], w, "batch_mean").item() == pytest.approx(
+        labelled_loss(x[:1], x[:1], fix[:1], w).item())
     with pytest.raises(ValueError, match="nss_aggregation: 'sum' is not one of per_image, batch_mean"):
         labelled_loss(x, x, fix, w, "sum")
 

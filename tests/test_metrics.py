@@ -532,7 +532,7 @@ def test_against_pysaliency_auc_judd():
     for i, case in enumerate(CASES):
         by_shape.setdefault(case[0].shape, []).append(i)
     checked = 0
-    for shape, idx in by_shape.items():
+    for _shape, idx in by_shape.items():
         preds = [CASES[i][0] for i in idx]
         fixes = [CASES[i][2] for i in idx]
         stimuli, fixations = _pysaliency_data(preds, fixes)
@@ -551,7 +551,7 @@ def test_against_pysaliency_information_gain():
     by_shape: dict[tuple, list[int]] = {}
     for i, case in enumerate(CASES):
         by_shape.setdefault(case[0].shape, []).append(i)
-    for shape, idx in by_shape.items():
+    for _shape, idx in by_shape.items():
         preds = [CASES[i][0] for i in idx]
         fixes = [CASES[i][2] for i in idx]
         base = CASES[idx[0]][4]
@@ -586,13 +586,13 @@ def test_sampled_aucs_estimate_the_quantised_exact_auc():
     """auc_borji / sauc are Monte Carlo estimates (100 splits) of pysaliency's exact AUC of the
     0.1-quantised map (uniform / shuffled negatives); more splits bring them closer."""
     diffs_borji, diffs_sauc = [], []
-    for pred, dens, fix, other, base in CASES:
+    for pred, _dens, fix, other, _base in CASES:
         if fix.sum() < 5:
             continue
         gen = torch.Generator().manual_seed(0)
         exact = _quantised_exact_auc(pred, fix, lambda lv: lv.ravel())
         diffs_borji.append(M.auc_borji(batch(pred), batch(fix), gen).item() - exact)
-        exact = _quantised_exact_auc(pred, fix, lambda lv: lv[other > 0])
+        exact = _quantised_exact_auc(pred, fix, lambda lv, other=other: lv[other > 0])
         diffs_sauc.append(M.sauc(batch(pred), batch(fix), batch(other), gen).item() - exact)
     for diffs in (np.array(diffs_borji), np.array(diffs_sauc)):
         assert len(diffs) >= 20

@@ -134,7 +134,7 @@ def split_indices(name: str, n: int, *, groups: Sequence[Hashable] | None = None
         log.info("cat2000: %d images in %d categories instead of 20 x 100; val = %d, per category %s",
                  n, len(sizes), n_val, dict(zip(members, shares, strict=True)))
     train, val = [], []
-    for (g, idx), k in zip(members.items(), shares, strict=True):  # categories in order of first appearance
+    for (_g, idx), k in zip(members.items(), shares, strict=True):  # categories in order of first appearance
         idx_arr = np.asarray(idx, dtype=np.int64)
         m = len(idx_arr)
         order = _shuffled(m)

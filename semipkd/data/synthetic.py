@@ -38,9 +38,9 @@ Generative model (one image)
 5. **Maps**, by the same functions the readers use on real fixations
    (:func:`semipkd.data.validate.points_to_fixation_map` and ``density_from_fixations``): the
    binary fixation map marks every fixation rounded to the nearest pixel (half up); the density
-   map is that binary map blurred with a Gaussian of std ``density_sigma * max(H, W)`` px (default 0.03: OSIE's authors use 24 px at 800x600),
-   zero outside the image and truncated at 8.9 std, then max-normalised and stored as
-   ``round(255 * d)``.
+   map is that binary map blurred with a Gaussian of std ``density_sigma * max(H, W)`` px
+   (default 0.03: OSIE's authors use 24 px at 800x600), zero outside the image and truncated
+   at 8.9 std, then max-normalised and stored as ``round(255 * d)``.
 
 Files store 1-based fixation coordinates (``x0 + 1``), so they lie in ``[1, W] x [1, H]``.
 

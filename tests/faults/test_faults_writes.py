@@ -180,7 +180,8 @@ def _fit(toy: Path, out: Path, epochs: int, *, tmpfs_kb: int | None = None) -> s
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
 
 
-@pytest.mark.skipif(not UNSHARE, reason="no unprivileged mount namespaces here (unshare -rm); the injected variant below covers it")
+@pytest.mark.skipif(not UNSHARE,
+                    reason="no unprivileged mount namespaces here (unshare -rm); the injected variant below covers it")
 @pytest.mark.fault("disk full (tmpfs) while writing a training checkpoint")
 def test_disk_full_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(toy, tmp_path):
     # Size of one checkpoint, from a normal one-epoch run.
