@@ -82,12 +82,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402
-from semipkd.errors import SemipkdError  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
-from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402
-from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402
+from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.errors import SemipkdError  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 #: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
 ARMS = {"semi_pkd": STUDENT, "labelled_only": STUDENT_NO_PSEUDO, "teacher": TEACHER, "center_bias": CENTER_BIAS}

@@ -39,14 +39,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import evaluate as ev  # noqa: E402
-from semipkd import predict as pr  # noqa: E402
-from semipkd.data import open_benchmark  # noqa: E402
-from semipkd.data.synthetic import generate  # noqa: E402
-from semipkd.inference import TorchRunner  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model  # noqa: E402
-from semipkd.runtime import select_device  # noqa: E402
+from semipkd import evaluate as ev  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd import predict as pr  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data.synthetic import generate  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.inference import TorchRunner  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import build_model  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.runtime import select_device  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 TEACHER, STUDENT = "tf_efficientnet_lite2", "mobilenet_v2"  # params.yaml's backbones
 SETTINGS = {

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import metrics  # noqa: E402
-from semipkd.data import open_benchmark  # noqa: E402
-from semipkd.report import _save, plt  # noqa: E402  (the report's atomic PNG writer)
+from semipkd import metrics  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import _save, plt  # noqa: E402  (after the sys.path insert above; _save: the report's atomic PNG writer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import load_params  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.report import load_real_results  # noqa: E402
+from semipkd.config import load_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import load_real_results  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 LABELS = {
     "teacher": "Teacher, tf_efficientnet_lite2 (OSIE train)",

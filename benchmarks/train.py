@@ -48,11 +48,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semipkd import losses  # noqa: E402
-from semipkd.engine import mix_with_ema  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model  # noqa: E402
-from semipkd.runtime import autocast  # noqa: E402
+from semipkd import losses
+from semipkd.engine import mix_with_ema
+from semipkd.io import atomic_write_json
+from semipkd.models import build_model
+from semipkd.runtime import autocast
 
 log = logging.getLogger("benchmarks.train")
 

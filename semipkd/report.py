@@ -30,12 +30,12 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display (stages run headless)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from semipkd.errors import SemipkdError  # noqa: E402
-from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
-from semipkd.names import (  # noqa: E402
+from semipkd.errors import SemipkdError
+from semipkd.io import atomic_write_bytes, atomic_write_text
+from semipkd.names import (
     DATASET_LABELS,
     DATASETS,
     METRIC_NAMES,

@@ -29,8 +29,8 @@ import torch
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-import test_engine as t  # noqa: E402
-from test_engine import one_thread  # noqa: E402,F401  (the single-process run uses 1 thread too)
+import test_engine as t  # noqa: E402  (test_engine is found through the sys.path insert above)
+from test_engine import one_thread  # noqa: E402,F401  (as above; one_thread: the single-process run uses 1 thread too)
 
 
 def groupnorm_model() -> torch.nn.Module:

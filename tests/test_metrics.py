@@ -344,7 +344,7 @@ def test_negative_values():
     assert torch.allclose(M.nss(neg, fix), M.nss(pred, fix), atol=1e-12)
     assert torch.equal(M.auc_judd(neg, fix), M.auc_judd(pred, fix))
     assert torch.allclose(M.info_gain(neg, fix, dens), M.info_gain(pred, fix, dens), atol=1e-12)
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731  (a fresh, equally seeded generator per call)
     assert torch.allclose(M.auc_borji(neg, fix, g()), M.auc_borji(pred, fix, g()), atol=1e-12)
     assert torch.allclose(M.sauc(neg, fix, other, g()), M.sauc(pred, fix, other, g()), atol=1e-12)
     # KLD shifts a map with negative values to minimum 0 (pysaliency's convention)
