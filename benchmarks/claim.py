@@ -82,12 +82,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402
-from semipkd.errors import SemipkdError  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402
-from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402
-from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402
+from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.errors import SemipkdError  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 #: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
 ARMS = {"semi_pkd": STUDENT, "labelled_only": STUDENT_NO_PSEUDO, "teacher": TEACHER, "center_bias": CENTER_BIAS}
@@ -349,7 +349,7 @@ def judge(tree: dict[str, dict[str, dict]], labels: tuple[str, str]) -> dict[str
             st["primary"] = proto == CLAIM_PRIMARY_PROTOCOL and m in CLAIM_PRIMARY_METRICS
             st["p_holm"] = None
         family = [m for m, st in per.items() if not st["primary"] and st["p"] is not None]
-        for m, adjusted in zip(family, holm([per[m]["p"] for m in family])):
+        for m, adjusted in zip(family, holm([per[m]["p"] for m in family]), strict=True):
             per[m]["p_holm"] = adjusted
         for st in per.values():
             st["verdict"] = verdict(st, labels)
@@ -388,7 +388,7 @@ def paired_of(arms: Mapping[str, Mapping]) -> dict[str, dict]:
 
 
 def _by_seed(stats: Mapping[str, Any]) -> dict[Any, float]:
-    return dict(zip(stats["seeds"], stats["values"]))
+    return dict(zip(stats["seeds"], stats["values"], strict=True))
 
 
 def _shown(diff: Mapping[str, list]) -> str:
@@ -422,8 +422,8 @@ def upper_bound(entry: Mapping[str, Any], bound: Mapping[str, Any], bound_name: 
             seeds = [s for s in lo["seeds"] if s in upv and s in sv]
             gain = [upv[s] - lov[s] for s in seeds]
             rec = [sv[s] - lov[s] for s in seeds]
-            share_seeds = [s for s, g in zip(seeds, gain) if g != 0]
-            shares = [r / g for r, g in zip(rec, gain) if g != 0]
+            share_seeds = [s for s, g in zip(seeds, gain, strict=True) if g != 0]
+            shares = [r / g for r, g in zip(rec, gain, strict=True) if g != 0]
             gains.setdefault(proto, {})[m] = paired_stats(gain, seeds, m)
             recs.setdefault(proto, {})[m] = paired_stats(rec, seeds, m)
             mean_gain = float(np.mean(gain)) if gain else 0.0
@@ -445,7 +445,7 @@ def _paired(ours: Mapping[str, Any], theirs: Mapping[str, Any], metric: str) -> 
     """``ours - theirs`` paired by seed (:func:`paired_stats`, not yet judged); None under 2
     shared seeds."""
     b = _by_seed(theirs)
-    pairs = [(s, v - b[s]) for s, v in zip(ours["seeds"], ours["values"]) if s in b]
+    pairs = [(s, v - b[s]) for s, v in zip(ours["seeds"], ours["values"], strict=True) if s in b]
     if len(pairs) < 2:
         return None
     return paired_stats([d for _, d in pairs], [s for s, _ in pairs], metric)

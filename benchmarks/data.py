@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.data import (  # noqa: E402
+from semipkd.data import (  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
     PreparedDataset,
     augment_pair,
     augmentation_rng,
@@ -55,7 +55,7 @@ from semipkd.data import (  # noqa: E402
     resize_density,
     resize_image,
 )
-from semipkd.io import atomic_write_json  # noqa: E402
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 SHARED = ROOT.parent / "shared" / "datasets"
 SIZE = (384, 384)  # the paper's fine-tuning benchmarks: 384x384 in and out

@@ -37,12 +37,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import load_params  # noqa: E402
-from semipkd.data import PreparedDataset, PreparedImages  # noqa: E402
-from semipkd.engine import mix_with_ema  # noqa: E402
-from semipkd.io import atomic_write_json, sha256_file  # noqa: E402
-from semipkd.models import load_model  # noqa: E402
-from semipkd.pseudolabel import PseudoLabelCache  # noqa: E402
+from semipkd.config import load_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data import PreparedDataset, PreparedImages  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.engine import mix_with_ema  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json, sha256_file  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import load_model  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.pseudolabel import PseudoLabelCache  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 
 def _quartiles(x: np.ndarray) -> dict:

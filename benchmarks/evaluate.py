@@ -39,14 +39,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import evaluate as ev  # noqa: E402
-from semipkd import predict as pr  # noqa: E402
-from semipkd.data import open_benchmark  # noqa: E402
-from semipkd.data.synthetic import generate  # noqa: E402
-from semipkd.inference import TorchRunner  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model  # noqa: E402
-from semipkd.runtime import select_device  # noqa: E402
+from semipkd import evaluate as ev  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd import predict as pr  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data.synthetic import generate  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.inference import TorchRunner  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import build_model  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.runtime import select_device  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 TEACHER, STUDENT = "tf_efficientnet_lite2", "mobilenet_v2"  # params.yaml's backbones
 SETTINGS = {
@@ -107,7 +107,9 @@ def bench_predict(tmp: Path, n: int, img_size: tuple[int, int], model_size: tupl
     for bs in (1, 8):
         outs = pr.output_paths(paths, folder, tmp / f"maps_bs{bs}")
         pr.predict_paths(runner, paths[:2], outs[:2], input_size=model_size, batch_size=bs, progress=False)
-        _, t = _timed(lambda: pr.predict_paths(runner, paths, outs, input_size=model_size, batch_size=bs, progress=False))
+        # Defaults bind this iteration's outs and bs (_timed calls the lambda at once anyway).
+        _, t = _timed(lambda outs=outs, bs=bs: pr.predict_paths(runner, paths, outs, input_size=model_size, batch_size=bs,
+                                                                progress=False))
         out[f"batch_{bs}_images_per_s"] = n / t
     out.update({"images": n, "image_size": list(img_size), "model_size": list(model_size)})
     out["batch_8_vs_1"] = out["batch_8_images_per_s"] / out["batch_1_images_per_s"]

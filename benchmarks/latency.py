@@ -31,11 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import load_params  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model  # noqa: E402
-from semipkd.models.cost import measure_latency  # noqa: E402
-from semipkd.report import LATENCY_FILE, load_latencies  # noqa: E402
+from semipkd.config import load_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import build_model  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models.cost import measure_latency  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import LATENCY_FILE, load_latencies  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 log = logging.getLogger("benchmarks.latency")
 

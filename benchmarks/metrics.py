@@ -46,8 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import metrics as M  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
+from semipkd import metrics as M  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 log = logging.getLogger("benchmarks.metrics")
 

@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import metrics  # noqa: E402
-from semipkd.data import open_benchmark  # noqa: E402
-from semipkd.report import _save, plt  # noqa: E402  (the report's atomic PNG writer)
+from semipkd import metrics  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import _save, plt  # noqa: E402  (after the sys.path insert above; _save: the report's atomic PNG writer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
         maps = [cv2.imread(str(out / f"{s.name}.png"), cv2.IMREAD_GRAYSCALE).astype(np.float64) / 255.0 for s in samples]
     fig, axes = plt.subplots(len(samples), 3, figsize=(10, 2.6 * len(samples)), squeeze=False)
-    for row, s, m in zip(axes, samples, maps):
+    for row, s, m in zip(axes, samples, maps, strict=True):
         cc = float(metrics.cc(m[None], s.density[None].astype(np.float64))[0])
-        for ax, img, title in zip(row, (s.image, m, s.density), (f"{args.dataset} val {s.name}", f"predicted (CC {cc:.3f})", "ground truth")):
+        titles = (f"{args.dataset} val {s.name}", f"predicted (CC {cc:.3f})", "ground truth")
+        for ax, img, title in zip(row, (s.image, m, s.density), titles, strict=True):
             ax.imshow(img, cmap=None if img.ndim == 3 else "magma")
             ax.set_title(title, fontsize=9)
             ax.axis("off")

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd.config import load_params  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.report import load_real_results  # noqa: E402
+from semipkd.config import load_params  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import load_real_results  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 LABELS = {
     "teacher": "Teacher, tf_efficientnet_lite2 (OSIE train)",
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = (f"{size[0]}x{size[1]}, teacher {params.train_teacher.epochs} + students {params.distill.epochs} epochs "
               f"on OSIE train, batch {params.distill.batch_size}, 2-core CPU")
     _merge(out / "eyecrowd.json",
-           f"EyeCrowd val (100), real data: OSIE-trained, pseudo-labels on 500 scene photos, fine-tuned on EyeCrowd train (400) — {budget}",
+           "EyeCrowd val (100), real data: OSIE-trained, pseudo-labels on 500 scene photos, "
+           f"fine-tuned on EyeCrowd train (400) — {budget}",
            ["The paper's cross-dataset protocol on real data (params/osie_eyecrowd.yaml, docs/real_eyecrowd.md): "
             "zero-shot rows are the OSIE-trained students as they are; fine-tuned rows after fine-tuning on "
             "EyeCrowd train with the epoch chosen on a 15% holdout of it. Wall time: the whole dvc exp run of that arm."],

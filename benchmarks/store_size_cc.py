@@ -31,10 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semipkd import metrics  # noqa: E402
-from semipkd.data.benchmarks import open_benchmark  # noqa: E402
-from semipkd.data.resize import resize_density  # noqa: E402
-from semipkd.pseudolabel import dequantize_maps, quantize_maps  # noqa: E402
+from semipkd import metrics  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data.benchmarks import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.data.resize import resize_density  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.pseudolabel import dequantize_maps, quantize_maps  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 
 def store_cc(maps: torch.Tensor, store_size: tuple[int, int]) -> dict[str, np.ndarray]:

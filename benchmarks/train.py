@@ -48,11 +48,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semipkd import losses  # noqa: E402
-from semipkd.engine import mix_with_ema  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model  # noqa: E402
-from semipkd.runtime import autocast  # noqa: E402
+from semipkd import losses
+from semipkd.engine import mix_with_ema
+from semipkd.io import atomic_write_json
+from semipkd.models import build_model
+from semipkd.runtime import autocast
 
 log = logging.getLogger("benchmarks.train")
 
@@ -299,7 +299,8 @@ def main() -> None:
     load_before = os.getloadavg()
     t_start = time.perf_counter()
     result: dict = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({platform.processor() or platform.machine()})"),
         "threads": args.threads,
         "torch": torch.__version__,
         "batch": BATCH,
@@ -310,7 +311,8 @@ def main() -> None:
         "quick": args.quick,
     }
     log.info("A: training steps, %s vs %s, %d timed steps each", STUDENT, TEACHER, args.steps)
-    result["steps_cpu" if device.type == "cpu" else "steps_cuda_fp32"] = bench_steps(device, args.steps, args.warmup, ema=not args.quick)
+    result["steps_cpu" if device.type == "cpu" else "steps_cuda_fp32"] = bench_steps(device, args.steps, args.warmup,
+                                                                                     ema=not args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         log.info("B: distillation pass over %d images, cached vs on the fly", args.pool)
         result["distill_pass"] = bench_distill_pass(device, args.pool, tuple(args.store_size), Path(tmp))
@@ -321,7 +323,8 @@ def main() -> None:
     result["seconds"] = time.perf_counter() - t_start
     atomic_write_json(args.output, result)
 
-    print(f"\ntraining step, batch {BATCH}, {INPUT[0]}x{INPUT[1]} -> {OUTPUT[0]}x{OUTPUT[1]}, {result['device']}, {args.threads} threads")
+    print(f"\ntraining step, batch {BATCH}, {INPUT[0]}x{INPUT[1]} -> {OUTPUT[0]}x{OUTPUT[1]}, {result['device']}, "
+          f"{args.threads} threads")
     steps = result.get("steps_cpu") or result.get("steps_cuda_fp32")
     print(f"{'model':18s} {'NCHW img/s':>11s} {'NHWC img/s':>11s} {'anchor':>8s} {'ratio':>7s} {'NHWC w/ EMA mix':>16s}")
     for name, r in steps.items():
@@ -331,7 +334,8 @@ def main() -> None:
     d = result["distill_pass"]
     print(f"\ndistillation pass over {d['pool_images']} images: cached {d['cached_epoch_s']:.1f} s, teacher on the fly "
           f"{d['on_the_fly_epoch_s']:.1f} s -> {d['speedup']:.2f}x (target {TARGET_CACHED_SPEEDUP}x); writing the cache "
-          f"{d['write_cache_s']:.1f} s, paid back after {d['break_even_epochs']:.2f} epochs; {d['bytes_per_image']:.0f} bytes/image")
+          f"{d['write_cache_s']:.1f} s, paid back after {d['break_even_epochs']:.2f} epochs; "
+          f"{d['bytes_per_image']:.0f} bytes/image")
     for name, r in result.get("engine", {}).items():
         print(f"engine epoch {name}: {r['images_per_s']:.2f} img/s, data wait {100 * r['data_wait_share']:.1f}% "
               f"(target < {100 * TARGET_DATA_WAIT:.0f}%)")

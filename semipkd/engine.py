@@ -69,14 +69,14 @@ from tqdm import tqdm
 
 from semipkd import losses as losses_mod
 from semipkd import metrics as metrics_mod
+from semipkd import names
 from semipkd.checkpoint import CKPT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semipkd.config import ConfigError, TrainConfig, as_plain
 from semipkd.distributed import Distributed, GlobalBatchSampler, ShardSampler, unwrap_ddp
 from semipkd.errors import SemipkdError
 from semipkd.io import atomic_torch_save
-from semipkd import names
-from semipkd.names import ON_ERROR
 from semipkd.models import checkpoint_payload
+from semipkd.names import ON_ERROR
 from semipkd.runtime import amp_dtype, autocast, init_distributed, seed_everything
 
 __all__ = [
@@ -551,7 +551,8 @@ def fit(
         if dist_.main:
             log.warning("no epoch had a finite val %s; writing the last epoch's weights", select_metric)
         last = state["history"][-1] if state["history"] else {}
-        best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}, "model": _cpu_state(model)}
+        best = {"epoch": state["epoch"], "val": {k[4:]: v for k, v in last.items() if k.startswith("val/")},
+                "model": _cpu_state(model)}
     if dist_.main:
         meta = {k: v for k, v in checkpoint_payload(model).items() if k != "model"}
         meta.update({"epoch": best["epoch"], "val": best["val"], "train_config": train_config})
@@ -684,7 +685,7 @@ def _run_pass(loop: _Loop, train_pass: TrainPass, epoch: int, max_steps: int) ->
             (pred.nan_to_num(0.0) * 0.0).sum().backward()
             optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
-                for b, saved in zip(model.buffers(), saved_buffers):
+                for b, saved in zip(model.buffers(), saved_buffers, strict=True):
                     b.copy_(saved)
             scheduler.step()  # the schedule counts steps, taken or not
             bar.update(global_batch)

@@ -347,7 +347,7 @@ def evaluate_benchmark(
         try:
             for idx in tqdm(list(batches(n, batch_size)), desc="evaluate", disable=None if progress else True):
                 batch = [samples[i] for i in idx]
-                for i, s in zip(idx, batch):
+                for i, s in zip(idx, batch, strict=True):
                     if str(s.name) != names[i]:
                         raise RuntimeError(f"samples changed order between passes: {names[i]!r} became {s.name!r}")
                     if not np.any(np.asarray(s.density) > 0):
@@ -426,7 +426,8 @@ class _Scorer:
         if "model_resolution" in self.protocols:
             size = self.output_size
             dens = torch.from_numpy(np.stack([np.asarray(resize_density(s.density, size), dtype=np.float32) for s in batch]))
-            fix_np = np.stack([np.asarray(rescale_fixations(np.asarray(s.fixations, dtype=bool), size), dtype=bool) for s in batch])
+            fix_np = np.stack([np.asarray(rescale_fixations(np.asarray(s.fixations, dtype=bool), size), dtype=bool)
+                               for s in batch])
             other = torch.from_numpy(np.stack([self.union.other(size, f) for f in fix_np])).to(dev)
             fix, dens = torch.from_numpy(fix_np).to(dev), dens.to(dev)
             base = self.center(size).expand(len(batch), *size)
@@ -436,7 +437,7 @@ class _Scorer:
                     self.values[k]["model_resolution"][m].append(v)
 
         if "benchmark" in self.protocols:
-            for j, (i, s) in enumerate(zip(idx, batch)):
+            for j, (i, s) in enumerate(zip(idx, batch, strict=True)):
                 fix_np = np.asarray(s.fixations, dtype=bool)
                 size = tuple(fix_np.shape)
                 density = np.asarray(s.density, dtype=np.float32)
@@ -452,7 +453,7 @@ class _Scorer:
                     for m, v in scores.items():
                         self.values[k]["benchmark"][m].append(v)
 
-        for j, (i, s) in enumerate(zip(idx, batch)):
+        for j, (i, s) in enumerate(zip(idx, batch, strict=True)):
             if i in self.example_idx:
                 self.examples[i] = _make_example(s, {k: (None if p is None else p[j]) for k, p in preds.items()}, self.center)
 

@@ -417,7 +417,8 @@ class PseudoLabelCache:
         manifest = _read_json(manifest_path) if manifest_path.is_file() else None
         if manifest is None:
             unfinished = (self.out_dir / PROGRESS).exists()
-            hint = "an unfinished run left progress.json: run the pseudolabel stage again" if unfinished else "run the pseudolabel stage"
+            hint = ("an unfinished run left progress.json: run the pseudolabel stage again" if unfinished
+                    else "run the pseudolabel stage")
             raise PseudoLabelCacheError(f"{manifest_path}: missing or unreadable, the cache is not complete ({hint})")
         if manifest.get("version") != FORMAT_VERSION:
             raise PseudoLabelCacheError(
@@ -443,7 +444,7 @@ class PseudoLabelCache:
         self._starts = np.cumsum([0] + [int(e["count"]) for e in entries])
         if int(self._starts[-1]) != int(manifest["count"]):
             raise CorruptCacheError(f"{manifest_path}: shard counts sum to {self._starts[-1]}, not count {manifest['count']}")
-        for (maps_path, range_path), entry in zip(self._paths, entries):
+        for (maps_path, range_path), entry in zip(self._paths, entries, strict=True):
             n = int(entry["count"])
             self._check_file(maps_path, entry["sha256"], (n, *self.store_size), np.uint8, verify)
             self._check_file(range_path, entry["range_sha256"], (n, 2), np.float32, verify)

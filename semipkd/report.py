@@ -30,12 +30,21 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display (stages run headless)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from semipkd.errors import SemipkdError  # noqa: E402
-from semipkd.io import atomic_write_bytes, atomic_write_text  # noqa: E402
-from semipkd.names import DATASET_LABELS, DATASETS, METRIC_NAMES, MODEL_KEYS, MODEL_LABELS, PROTOCOL_LABELS, PROTOCOLS, TABLE_METRICS  # noqa: E402
+from semipkd.errors import SemipkdError
+from semipkd.io import atomic_write_bytes, atomic_write_text
+from semipkd.names import (
+    DATASET_LABELS,
+    DATASETS,
+    METRIC_NAMES,
+    MODEL_KEYS,
+    MODEL_LABELS,
+    PROTOCOL_LABELS,
+    PROTOCOLS,
+    TABLE_METRICS,
+)
 
 __all__ = [
     "TABLE_METRICS",
@@ -393,7 +402,8 @@ def _csv_num(v: float | None) -> str:
     return repr(float(v))
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 def _tex(s: str) -> str:
@@ -422,7 +432,8 @@ def render_latex(
                 rf"\label{{tab:{b.replace('_', '-')}-{proto.replace('_', '-')}}}",
                 r"\begin{tabular}{l" + "r" * (ncols - 1) + "}",
                 r"\toprule",
-                " & ".join(["Model", "Params (M)", "MACs (G)", "CPU (ms)"] + [_TEX_METRIC_HEADERS[m] for m in TABLE_METRICS]) + r" \\",
+                " & ".join(["Model", "Params (M)", "MACs (G)", "CPU (ms)"] + [_TEX_METRIC_HEADERS[m] for m in TABLE_METRICS])
+                + r" \\",
                 r"\midrule",
             ]
             for r in rows:
@@ -563,7 +574,8 @@ def plot_learning_curves(runs: Mapping[str, str | Path] | Sequence[str | Path], 
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.8 * nrows), squeeze=False, layout="constrained")
-    for ax, name in zip(axes.flat, names):
+    # strict=False: the grid can have more panels than names; the spare ones are hidden below.
+    for ax, name in zip(axes.flat, names, strict=False):
         for label, h in histories.items():
             if name in h:
                 steps, vals = h[name]
@@ -602,9 +614,10 @@ def plot_ablation_gap(
         raise ValueError(f"{path}: no benchmark has both {student!r} and {ablation!r} under {protocol!r}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False, layout="constrained")
     x = np.arange(len(benchmarks))
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=True):
         gaps = np.array(
-            [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan) for b in benchmarks]
+            [evaluations[b][student][protocol].get(m, np.nan) - evaluations[b][ablation][protocol].get(m, np.nan)
+             for b in benchmarks]
         )
         better = (gaps < 0) if m == "kld" else (gaps > 0)
         ax.bar(x, gaps, color=np.where(better, "tab:green", "tab:red"))
@@ -786,8 +799,9 @@ def load_claim(path: str | Path = CLAIM_FILE) -> dict[str, Any]:
     ``differs_from`` ({other setting: {key: [this, other]}}), ``seeds``, ``experiments``
     ([{name, rev, seed}]), ``arms`` ({arm: {protocol: {metric: stats}}}) and ``paired``
     ({protocol: {metric: stats + test + verdict}}), where stats is ``{mean, std, n, values,
-    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the
-    t-test of :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
+    seeds}`` (an arm's also ``ci95``, the t-interval of its mean, drawn in claim.png) and test is
+    ``{ci95: [low, high], t, df, p, test, primary, p_holm, better}`` (the t-test of
+    :data:`CLAIM_RULE`); a label-scarce setting may hold ``upper_bound`` ({setting, arm,
     differs, metrics: {protocol: {metric: {upper: stats, gain: stats + test + verdict, recovered:
     stats + test, share: stats, share_of_means}}}}),
     and a variant ``variant_of`` ({setting, differs, arms: {arm: {protocol: {metric: stats +
@@ -861,7 +875,7 @@ def _claim_protocols(setting: Mapping[str, Any]) -> list[str]:
 
 
 def _diff_items(diff: Mapping[str, Sequence]) -> list[str]:
-    """``\`key\` this (there that)`` for each differing param ({key: [this, that]})."""
+    r"""``\`key\` this (there that)`` for each differing param ({key: [this, that]})."""
     return [f"`{k}` {json.dumps(v[0])} (there {json.dumps(v[1])})" for k, v in diff.items()]
 
 
@@ -932,7 +946,8 @@ def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[st
     if not var:
         return []
     changed = ", ".join(_diff_items(var["differs"]))
-    header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}" for p in protos for m in _CLAIM_METRICS]
+    header = ["Paired by seed"] + [f"{_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)}"
+                                   for p in protos for m in _CLAIM_METRICS]
     lines = [
         f"Variant of setting {var['setting']}: {changed}. Each arm here minus the same arm there, paired by "
         "seed; last row: the change in Semi-PKD's edge (this setting's Semi-PKD − labelled-only minus that one's).",
@@ -964,7 +979,8 @@ def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> l
         "mean [95% CI], p); share = recovered / gain, as the ratio of the means and per seed (no interval: "
         "a ratio of means of three seeds says nothing about its own spread).",
         "",
-        "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) | Share (of means) | Share per seed |",
+        "| Metric | Upper bound | Gain (upper − labelled-only) | Recovered (Semi-PKD − labelled-only) "
+        "| Share (of means) | Share per seed |",
         "|:--|--:|--:|--:|--:|--:|",
     ]
     for p in protos:
@@ -1004,14 +1020,14 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
     colors = ("tab:green", "tab:blue")
     fig, axes = plt.subplots(len(settings), len(_CLAIM_METRICS), figsize=(3.6 * len(_CLAIM_METRICS), 3.0 * len(settings)),
                              squeeze=False, layout="constrained")
-    for row, (name, s) in zip(axes, settings.items()):
+    for row, (name, s) in zip(axes, settings.items(), strict=True):
         protos = _claim_protocols(s)
         proto = protocol if protocol in protos else protos[0]
-        for ax, m in zip(row, _CLAIM_METRICS):
+        for ax, m in zip(row, _CLAIM_METRICS, strict=True):
             stats = [s["arms"].get(arm, {}).get(proto, {}).get(m) for arm in pair]
             if all(st is not None for st in stats):
-                v0 = dict(zip(stats[0]["seeds"], stats[0]["values"]))
-                for seed, v1 in zip(stats[1]["seeds"], stats[1]["values"]):
+                v0 = dict(zip(stats[0]["seeds"], stats[0]["values"], strict=True))
+                for seed, v1 in zip(stats[1]["seeds"], stats[1]["values"], strict=True):
                     if seed in v0:
                         ax.plot([0, 1], [v0[seed], v1], color="0.7", linewidth=0.8, zorder=1)
             for i, st in enumerate(stats):

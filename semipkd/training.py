@@ -75,7 +75,8 @@ def labelled_target_mean(split: Path, indices: np.ndarray | None = None, chunk: 
     return total / (len(rows) * int(np.prod(density.shape[1:])) * 255.0)
 
 
-def no_pseudo_budget(steps: NoPseudoConfig, distill: TrainConfig, pool: Path = PREPARED / "unlabeled" / "all") -> StepBudget | None:
+def no_pseudo_budget(steps: NoPseudoConfig, distill: TrainConfig,
+                     pool: Path = PREPARED / "unlabeled" / "all") -> StepBudget | None:
     """The labelled-only student's step budget (``distill_no_pseudo.steps``); None: epoch-matched.
 
     ``match_semi_pkd`` takes the Semi-PKD arm's steps from the same config: its epochs hold a

@@ -86,7 +86,8 @@ def run(params: Params, _item: str | None) -> None:
                 "%s: no CPU latency for %s (width %g) at %s in %s; run `python benchmarks/latency.py`",
                 name, backbone, width, "x".join(map(str, size)), LATENCY_FILE,
             )
-        log.info("%s: %s, %.2f M params, %.2f GMACs at %s", name, backbone, prof["params"] / 1e6, prof["macs"] / 1e9, "x".join(map(str, size)))
+        log.info("%s: %s, %.2f M params, %.2f GMACs at %s", name, backbone, prof["params"] / 1e6, prof["macs"] / 1e9,
+                 "x".join(map(str, size)))
     if params.data.source == "synthetic":
         note = ("Data: the generated embedded default (`data.source: synthetic`), in the real formats; "
                 "our numbers show the pipeline works, they are not comparable with the published rows, "

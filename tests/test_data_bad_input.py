@@ -23,11 +23,18 @@ from semipkd.data import (
 )
 
 try:
-    from test_data_fixtures import (osie_mat, salicon_mat, save_gray, save_rgb, write_osie, write_pool, write_repo,
-                                    write_salicon)
+    from test_data_fixtures import osie_mat, salicon_mat, save_gray, save_rgb, write_osie, write_pool, write_repo, write_salicon
 except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import (osie_mat, salicon_mat, save_gray, save_rgb, write_osie, write_pool,
-                                          write_repo, write_salicon)
+    from tests.test_data_fixtures import (
+        osie_mat,
+        salicon_mat,
+        save_gray,
+        save_rgb,
+        write_osie,
+        write_pool,
+        write_repo,
+        write_salicon,
+    )
 
 NAMES = [f"s{i}" for i in range(8)]  # pascal_s, 8 images: val = round(8 * 200 / 850) = 2
 

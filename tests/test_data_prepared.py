@@ -163,7 +163,7 @@ def test_augmentation_does_not_depend_on_num_workers(mit, tmp_path):
     for workers in (0, 2):
         loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=workers)
         batches[workers] = list(loader)
-    for b0, b2 in zip(batches[0], batches[2]):
+    for b0, b2 in zip(batches[0], batches[2], strict=True):
         for k in ("image", "density", "fixations", "index"):
             assert torch.equal(b0[k], b2[k])
 

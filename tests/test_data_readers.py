@@ -21,11 +21,23 @@ from semipkd.data import (
 )
 
 try:
-    from test_data_fixtures import (write_cat2000_distribution, write_mit1003_distribution, write_osie, write_pool,
-                                    write_repo, write_salicon)
+    from test_data_fixtures import (
+        write_cat2000_distribution,
+        write_mit1003_distribution,
+        write_osie,
+        write_pool,
+        write_repo,
+        write_salicon,
+    )
 except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import (write_cat2000_distribution, write_mit1003_distribution, write_osie,
-                                          write_pool, write_repo, write_salicon)
+    from tests.test_data_fixtures import (
+        write_cat2000_distribution,
+        write_mit1003_distribution,
+        write_osie,
+        write_pool,
+        write_repo,
+        write_salicon,
+    )
 
 
 def _pil_rgb(path):
@@ -157,7 +169,8 @@ def test_mit1003_repo_layout_with_fixmap_fixpts_names(tmp_path):
 def test_mit1003_distribution_layout(tmp_path):
     truth = write_mit1003_distribution(tmp_path, ["x1", "x2"])
     # The known duplicate file shipped with MIT1003 is skipped, not an error.
-    Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "ALLFIXATIONMAPS" / "i05june05_static_street_boston_p1010764fixPts.jpg")
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(
+        tmp_path / "ALLFIXATIONMAPS" / "i05june05_static_street_boston_p1010764fixPts.jpg")
     ds = open_benchmark("mit1003", tmp_path, "all")
     assert ds.layout == "MIT1003 distribution" and ds.names == ["x1", "x2"]
     s = ds[0]
@@ -317,6 +330,7 @@ def test_rescale_fixations_maps_pixel_centres():
         out = rescale_fixations(f, (h, w))
         r, c = np.nonzero(f)
         ref = np.zeros((h, w), bool)
-        ref[np.minimum(np.floor((r + 0.5) * h / H), h - 1).astype(int), np.minimum(np.floor((c + 0.5) * w / W), w - 1).astype(int)] = True
+        ref[np.minimum(np.floor((r + 0.5) * h / H), h - 1).astype(int),
+            np.minimum(np.floor((c + 0.5) * w / W), w - 1).astype(int)] = True
         np.testing.assert_array_equal(out, ref)
         assert out.any()

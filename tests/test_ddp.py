@@ -29,8 +29,8 @@ import torch
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-import test_engine as t  # noqa: E402
-from test_engine import one_thread  # noqa: E402,F401  (the single-process run uses 1 thread too)
+import test_engine as t  # noqa: E402  (test_engine is found through the sys.path insert above)
+from test_engine import one_thread  # noqa: E402,F401  (as above; one_thread: the single-process run uses 1 thread too)
 
 
 def groupnorm_model() -> torch.nn.Module:
@@ -51,7 +51,8 @@ def _worker(root: Path, out: Path) -> None:
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     root = t.make_data(tmp_path / "data")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS.parent), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS.parent), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(Path(__file__)),
@@ -94,7 +95,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         move_sq += float(step.pow(2).sum())
         worst = max(worst, float(gap.abs().mean()) / max(float(step.abs().mean()), 1e-12))
         # per tensor: the mean disagreement is a small fraction of the mean move
-        assert float(gap.abs().mean()) <= 0.02 * float(step.abs().mean()) + 1e-7, (k, float(gap.abs().mean()), float(step.abs().mean()))
+        assert float(gap.abs().mean()) <= 0.02 * float(step.abs().mean()) + 1e-7, (
+            k, float(gap.abs().mean()), float(step.abs().mean()))
     rel = (diff_sq / move_sq) ** 0.5
     assert move_sq ** 0.5 > 1e-2  # training really changed the weights, so agreeing is not trivial
     assert rel < 0.02, rel  # the two updates agree to 2% of their length (measured: see docstring)
@@ -103,11 +105,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     hist_a = torch.load(tmp_path / "ddp" / "ckpt" / "last.pt", weights_only=True)["history"]
     hist_b = torch.load(tmp_path / "single" / "ckpt" / "last.pt", weights_only=True)["history"]
     assert len(hist_a) == len(hist_b)
-    for ra, rb in zip(hist_a, hist_b):
+    for ra, rb in zip(hist_a, hist_b, strict=True):
         assert ra.keys() == rb.keys()
         for k in rb:
             assert abs(ra[k] - rb[k]) <= 1e-3 * max(1.0, abs(rb[k])), (k, ra[k], rb[k])
-    print(f"DDP vs single: relative weight-update gap {rel:.2e}, update norm {move_sq ** 0.5:.3e}, worst tensor {worst:.2e}, val {max(abs(a['val'][k] - b['val'][k]) for k in b['val']):.1e}")
+    print(f"DDP vs single: relative weight-update gap {rel:.2e}, update norm {move_sq ** 0.5:.3e}, worst tensor {worst:.2e}, "
+          f"val {max(abs(a['val'][k] - b['val'][k]) for k in b['val']):.1e}")
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]), Path(sys.argv[2]))

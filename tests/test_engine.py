@@ -31,9 +31,9 @@ from semipkd.engine import (
     NonFiniteLossError,
     StepBudget,
     fit,
-    semi_pkd_steps,
     mix_with_ema,
     paper_sum,
+    semi_pkd_steps,
 )
 from semipkd.models import build_model
 
@@ -304,7 +304,8 @@ def test_fit_learns_the_toy_task_and_writes_its_outputs(data, reference):
     from semipkd.engine import _validate
 
     _, val = datasets(data)
-    untrained = _validate(tiny_model(), val, make_cfg(), torch.device("cpu"), 4, {"kld": 1.0, "cc": 1.0, "nss": 1.0}, Distributed(0, 1, torch.device("cpu")))
+    untrained = _validate(tiny_model(), val, make_cfg(), torch.device("cpu"), 4, {"kld": 1.0, "cc": 1.0, "nss": 1.0},
+                          Distributed(0, 1, torch.device("cpu")))
     assert payload["val"]["loss"] < untrained["loss"]
     # cosine schedule over the 2 x (3 labelled + 1 pseudo) steps: lr starts at cfg.lr and is
     # half-way down at the middle of the run
@@ -374,7 +375,8 @@ def test_pool_draw_is_a_seeded_fixed_size_draw_per_epoch_that_covers_the_pool():
 
     def draw(epoch, seed=3, k=4, **kw):
         key = _derive_seed(seed, epoch, _STREAM_PSEUDO)
-        return list(GlobalBatchSampler(10, kw.pop("b", 2), rank=kw.pop("rank", 0), world_size=kw.pop("world", 1), seed_key=key, draw=k))
+        return list(GlobalBatchSampler(10, kw.pop("b", 2), rank=kw.pop("rank", 0), world_size=kw.pop("world", 1), seed_key=key,
+                                       draw=k))
 
     epochs = [draw(e) for e in range(12)]
     assert all(len(d) == 4 and len(set(d)) == 4 for d in epochs)
@@ -498,7 +500,8 @@ def test_a_step_budget_run_resumed_in_its_cut_epoch_equals_the_uninterrupted_run
     summary = run_fit(data, tmp_path / "re", make_cfg(), pseudo=None, budget=budget)
     assert summary["epochs_run"] == 1 and summary["optimizer_steps"] == 8
     assert_same_state(state_of(tmp_path / "re" / "model.pt"), state_of(tmp_path / "ref" / "model.pt"))
-    assert_same_state(state_of(tmp_path / "re" / "ckpt" / "last.pt", "ema"), state_of(tmp_path / "ref" / "ckpt" / "last.pt", "ema"))
+    assert_same_state(state_of(tmp_path / "re" / "ckpt" / "last.pt", "ema"),
+                      state_of(tmp_path / "ref" / "ckpt" / "last.pt", "ema"))
     assert_same_live(tmp_path / "re" / "live", tmp_path / "ref" / "live")
 
 
@@ -541,7 +544,8 @@ def test_resume_after_sigkill_mid_epoch_equals_the_uninterrupted_run(data, refer
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT.format(tests=str(REPO / "tests")))
     marker = tmp_path / "in_epoch_2"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(data), str(tmp_path / "run"), str(marker)],
         env=env,

@@ -211,7 +211,8 @@ def test_scores_are_means_of_independently_computed_per_image_values():
     pred = ev.predict_maps(model, samples, (16, 16), CPU, progress=False).double()
     dens = torch.from_numpy(np.stack([resize_density(s.density, out_size) for s in samples])).double()
     fix = torch.from_numpy(np.stack([np.asarray(rescale_fixations(s.fixations, out_size), dtype=bool) for s in samples]))
-    expect = {"cc": metrics.cc(pred, dens), "kld": metrics.kld(pred, dens), "nss": metrics.nss(pred, fix), "sim": metrics.sim(pred, dens)}
+    expect = {"cc": metrics.cc(pred, dens), "kld": metrics.kld(pred, dens), "nss": metrics.nss(pred, fix),
+              "sim": metrics.sim(pred, dens)}
     for m, v in expect.items():
         got = res.per_image["m"]["model_resolution"][m]
         assert got.dtype == np.float64 and got.shape == (len(samples),)
@@ -234,7 +235,7 @@ def test_benchmark_protocol_scores_original_size_and_never_interpolates_fixation
         protocols=("benchmark",), batch_size=4, progress=False,
     )
     assert len(seen) == len(samples)  # one call per image: sizes differ
-    for (shape, dtype, fix), s in zip(seen, samples):
+    for (shape, dtype, fix), s in zip(seen, samples, strict=True):
         assert shape == (1, *s.density.shape)
         assert dtype == torch.float64
         assert np.array_equal(fix[0].astype(bool), s.fixations)  # the recorded map, untouched
@@ -344,7 +345,8 @@ def test_an_image_where_metrics_are_undefined_is_an_error_naming_it():
 )
 def test_bad_arguments_raise(predictors, protocols, err):
     with pytest.raises(err):
-        ev.evaluate_benchmark(predictors, _same_size_samples(n=2), input_size=(8, 8), output_size=(8, 8), device=CPU, seed=0, protocols=protocols)
+        ev.evaluate_benchmark(predictors, _same_size_samples(n=2), input_size=(8, 8), output_size=(8, 8), device=CPU, seed=0,
+                              protocols=protocols)
 
 
 def test_empty_split_raises():

@@ -49,7 +49,7 @@ def sigmoid(x):
 def ref_labelled(pred, dens, fix, w):
     per = [
         w["kld"] * ref_kld(p, d) + w["cc"] * (1 - ref_cc(p, d)) + w["nss"] * (1 - sigmoid(ref_nss(p, f)))
-        for p, d, f in zip(pred, dens, fix)
+        for p, d, f in zip(pred, dens, fix, strict=True)
     ]
     return float(np.mean(per))
 
@@ -57,7 +57,7 @@ def ref_labelled(pred, dens, fix, w):
 def ref_pseudo(pred, target, w):
     per = [
         w["kld"] * ref_kld(p, t) + w["cc"] * (1 - ref_cc(p, t)) + w["sim"] * (1 - ref_sim(p, t))
-        for p, t in zip(pred, target)
+        for p, t in zip(pred, target, strict=True)
     ]
     return float(np.mean(per))
 
@@ -98,7 +98,7 @@ def test_labelled_loss_nss_aggregation_known_answers_on_two_images():
     fix = torch.zeros_like(x)
     fix[0, 0, 0] = 1.0
     fix[1, 1, 1] = 1.0
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731  (a one-line local helper; clearer here than a nested def)
     w = {"kld": 1, "cc": 1, "nss": 1}
     per_image = labelled_loss(x, x, fix, w)
     assert per_image.item() == pytest.approx((1 - sig(1.5) + 1 - sig(-0.5)) / 2, abs=1e-12)
@@ -109,7 +109,8 @@ def test_labelled_loss_nss_aggregation_known_answers_on_two_images():
     assert batch.item() == pytest.approx(0.3775406687981454, abs=1e-12)
     # the weights still scale the term; one image: the two agree
     assert labelled_loss(x, x, fix, {"kld": 1, "cc": 1, "nss": 2}, "batch_mean").item() == pytest.approx(2 * (1 - sig(0.5)))
-    assert labelled_loss(x[:1], x[:1], fix[:1], w, "batch_mean").item() == pytest.approx(labelled_loss(x[:1], x[:1], fix[:1], w).item())
+    assert labelled_loss(x[:1], x[:1], fix[:1], w, "batch_mean").item() == pytest.approx(
+        labelled_loss(x[:1], x[:1], fix[:1], w).item())
     with pytest.raises(ValueError, match="nss_aggregation: 'sum' is not one of per_image, batch_mean"):
         labelled_loss(x, x, fix, w, "sum")
 
@@ -149,11 +150,11 @@ def test_single_terms_follow_the_weights():
     pred, dens, target, fix = inputs(5)
     p, d, t, f = (torch.from_numpy(a) for a in (pred, dens, target, fix))
     kld_only = labelled_loss(p, d, f, {"kld": 1, "cc": 0, "nss": 0}).item()
-    assert kld_only == pytest.approx(np.mean([ref_kld(a, b) for a, b in zip(pred, dens)]), abs=1e-12)
+    assert kld_only == pytest.approx(np.mean([ref_kld(a, b) for a, b in zip(pred, dens, strict=True)]), abs=1e-12)
     nss_only = labelled_loss(p, d, f, {"kld": 0, "cc": 0, "nss": 3}).item()
-    assert nss_only == pytest.approx(3 * np.mean([1 - sigmoid(ref_nss(a, b)) for a, b in zip(pred, fix)]), abs=1e-12)
+    assert nss_only == pytest.approx(3 * np.mean([1 - sigmoid(ref_nss(a, b)) for a, b in zip(pred, fix, strict=True)]), abs=1e-12)
     sim_only = pseudo_loss(p, t, {"kld": 0, "cc": 0, "sim": 1}).item()
-    assert sim_only == pytest.approx(np.mean([1 - ref_sim(a, b) for a, b in zip(pred, target)]), abs=1e-12)
+    assert sim_only == pytest.approx(np.mean([1 - ref_sim(a, b) for a, b in zip(pred, target, strict=True)]), abs=1e-12)
 
 
 def test_losses_are_differentiable():

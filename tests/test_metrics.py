@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pysaliency  # a test dependency (requirements-dev.txt): fail, never skip, without it
 import pytest
 import torch
 import torch.nn.functional as F
-
-import pysaliency  # a test dependency (requirements-dev.txt): fail, never skip, without it
 from pysaliency import metrics as PM
 from pysaliency.roc import general_roc
 
@@ -345,7 +344,7 @@ def test_negative_values():
     assert torch.allclose(M.nss(neg, fix), M.nss(pred, fix), atol=1e-12)
     assert torch.equal(M.auc_judd(neg, fix), M.auc_judd(pred, fix))
     assert torch.allclose(M.info_gain(neg, fix, dens), M.info_gain(pred, fix, dens), atol=1e-12)
-    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731  (a fresh, equally seeded generator per call)
     assert torch.allclose(M.auc_borji(neg, fix, g()), M.auc_borji(pred, fix, g()), atol=1e-12)
     assert torch.allclose(M.sauc(neg, fix, other, g()), M.sauc(pred, fix, other, g()), atol=1e-12)
     # KLD shifts a map with negative values to minimum 0 (pysaliency's convention)
@@ -533,7 +532,7 @@ def test_against_pysaliency_auc_judd():
     for i, case in enumerate(CASES):
         by_shape.setdefault(case[0].shape, []).append(i)
     checked = 0
-    for shape, idx in by_shape.items():
+    for _shape, idx in by_shape.items():
         preds = [CASES[i][0] for i in idx]
         fixes = [CASES[i][2] for i in idx]
         stimuli, fixations = _pysaliency_data(preds, fixes)
@@ -552,7 +551,7 @@ def test_against_pysaliency_information_gain():
     by_shape: dict[tuple, list[int]] = {}
     for i, case in enumerate(CASES):
         by_shape.setdefault(case[0].shape, []).append(i)
-    for shape, idx in by_shape.items():
+    for _shape, idx in by_shape.items():
         preds = [CASES[i][0] for i in idx]
         fixes = [CASES[i][2] for i in idx]
         base = CASES[idx[0]][4]
@@ -587,13 +586,13 @@ def test_sampled_aucs_estimate_the_quantised_exact_auc():
     """auc_borji / sauc are Monte Carlo estimates (100 splits) of pysaliency's exact AUC of the
     0.1-quantised map (uniform / shuffled negatives); more splits bring them closer."""
     diffs_borji, diffs_sauc = [], []
-    for pred, dens, fix, other, base in CASES:
+    for pred, _dens, fix, other, _base in CASES:
         if fix.sum() < 5:
             continue
         gen = torch.Generator().manual_seed(0)
         exact = _quantised_exact_auc(pred, fix, lambda lv: lv.ravel())
         diffs_borji.append(M.auc_borji(batch(pred), batch(fix), gen).item() - exact)
-        exact = _quantised_exact_auc(pred, fix, lambda lv: lv[other > 0])
+        exact = _quantised_exact_auc(pred, fix, lambda lv, other=other: lv[other > 0])
         diffs_sauc.append(M.sauc(batch(pred), batch(fix), batch(other), gen).item() - exact)
     for diffs in (np.array(diffs_borji), np.array(diffs_sauc)):
         assert len(diffs) >= 20

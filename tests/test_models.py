@@ -27,6 +27,7 @@ from semipkd.models import (
     build_imagenet_classifier,
     build_model,
     checkpoint_payload,
+    cost,
     count_macs,
     count_params,
     get_backbone,
@@ -34,9 +35,10 @@ from semipkd.models import (
     load_model,
     optimize_for_inference,
     profile,
+    registry,
     scale_channels,
+    weights,
 )
-from semipkd.models import cost, registry, weights
 
 BIG = {"efficientnet_b4", "efficientnet_b7"}
 IN, OUT = (64, 64), (32, 32)
@@ -144,7 +146,7 @@ def test_backbone_forward(name):
     with torch.no_grad():
         feats = model.encoder(model.normalize(x))
         assert [tuple(f.shape[1:]) for f in feats] == [
-            (c, -(-IN[0] // s), -(-IN[1] // s)) for c, s in zip(model.decoder.encoder_channels, (2, 4, 8, 16, 32))
+            (c, -(-IN[0] // s), -(-IN[1] // s)) for c, s in zip(model.decoder.encoder_channels, (2, 4, 8, 16, 32), strict=True)
         ]
         y = model(x)
         blur, model.decoder.blur = model.decoder.blur, nn.Identity()
@@ -185,7 +187,7 @@ def test_eeea_c2_encoder_matches_darmo_subnet():
     outs = [16] + [24] * 3 + [40] * 3 + [80] * 4 + [112] * 4 + [160] * 4
     assert [b.conv_pwl.out_channels if hasattr(b, "conv_pwl") else b.conv_pw.out_channels for b in blocks] == outs
     ins = [16] + outs[:-1]
-    assert [m / c for m, c in zip(in_chs, ins)] == es
+    assert [m / c for m, c in zip(in_chs, ins, strict=True)] == es
     assert [int(not isinstance(b.se, nn.Identity)) for b in blocks] == se
     assert enc.blocks[-1][0].conv.out_channels == 960
 
@@ -210,7 +212,7 @@ def test_width_scales_the_decoder():
     half = build_model("eeea_c2", output_size=OUT, width=0.5)
     dec = tuple(scale_channels(c, 0.5) for c in (112, 40, 24, 16, 16))
     assert dec == (56, 24, 16, 8, 8)
-    skips = list(zip((112, 40, 24, 16), dec[:4]))
+    skips = list(zip((112, 40, 24, 16), dec[:4], strict=True))
     assert count_params(half.decoder) == _decoder_params(960, dec, skips)
     assert count_params(half.encoder) == count_params(base.encoder)
     double = Decoder(base.decoder.encoder_channels, act="swish", width=2.0)
@@ -518,7 +520,7 @@ def test_head_bias_prior_rests_the_head_at_the_mean_and_round_trips(tmp_path):
     bias = biased.decoder.set_head_prior(0.15)
     assert bias == pytest.approx(math.log(0.15 / 0.85), abs=1e-12)
     assert float(biased.decoder.head.bias.detach()) == pytest.approx(-1.7346010553881064, abs=1e-6)
-    feats = [torch.zeros(2, c, 64 // s, 64 // s) for c, s in zip(biased.decoder.encoder_channels, (2, 4, 8, 16, 32))]
+    feats = [torch.zeros(2, c, 64 // s, 64 // s) for c, s in zip(biased.decoder.encoder_channels, (2, 4, 8, 16, 32), strict=True)]
     with torch.no_grad():
         for m, rest in ((paper, 0.5), (biased, 0.15)):
             for mode in (m.train, m.eval):  # eval adds the blur: a constant map stays constant

@@ -13,9 +13,8 @@ import json
 import pytest
 import torch
 
-from semipkd.models import load_model
-
 from pipeline_copy import dvc, merge, ran_stages, timing_keys, tracked_metrics, write_params
+from semipkd.models import load_model
 
 
 @pytest.mark.timeout(900)

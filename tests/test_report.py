@@ -109,7 +109,7 @@ def test_latex_tables_escape_names_and_hold_the_numbers():
     assert tex.count(r"\begin{table}") == 4 and tex.count(r"\end{tabular}") == 4
     assert r"\toprule" in tex and r"\label{tab:mit1003-model-resolution}" in tex
     s = EVALS["mit1003"]["student_no_pseudo"]["model_resolution"]
-    line = next(l for l in tex.splitlines() if l.startswith("Student w/o pseudo-labels") and f"{s['cc']:.4f}" in l)
+    line = next(ln for ln in tex.splitlines() if ln.startswith("Student w/o pseudo-labels") and f"{s['cc']:.4f}" in ln)
     assert line.endswith(r"\\") and line.count("&") == 9
     assert r"$^\dagger$" in tex and "--" in tex  # published marker; dash for missing values
     assert "_" not in tex.replace(r"\_", "").split("% Sources")[0].replace("tab:", "")  # no raw underscores in cells
@@ -231,7 +231,7 @@ def _dvclive_history(run_dir, name, values):
 
     with Live(str(run_dir), save_dvc_exp=False, report=None, dvcyaml=None) as live:
         for v in values:
-            for k, x in zip(name, v):
+            for k, x in zip(name, v, strict=True):
                 live.log_metric(k, x)
             live.next_step()
 
@@ -243,7 +243,8 @@ def test_learning_curves_read_real_dvclive_histories(tmp_path):
     assert set(h) == {"train/loss", "val/cc"}
     steps, vals = h["val/cc"]
     assert steps.tolist() == [0, 1, 2] and vals.tolist() == [0.2, 0.4, 0.5]
-    path = report.plot_learning_curves({"student": tmp_path / "distill", "teacher": tmp_path / "teacher"}, tmp_path / "curves.png")
+    path = report.plot_learning_curves({"student": tmp_path / "distill", "teacher": tmp_path / "teacher"},
+                                       tmp_path / "curves.png")
     assert _png_shape(path)[0] > 50
     with pytest.raises(FileNotFoundError, match="no dvclive history"):
         report.read_dvclive_history(tmp_path / "missing")

@@ -18,7 +18,6 @@ import pytest
 import scipy.io
 from scipy import ndimage
 
-from semipkd.data.validate import density_from_fixations, points_to_fixation_map
 from semipkd.data.synthetic import (
     BENCHMARKS,
     CAT2000_CATEGORIES,
@@ -27,6 +26,7 @@ from semipkd.data.synthetic import (
     image_rng,
     synthesize,
 )
+from semipkd.data.validate import density_from_fixations, points_to_fixation_map
 
 REAL_OSIE = Path(__file__).resolve().parents[1] / "../shared/datasets/osie/eye/fixations.mat"
 SMALL = dict(salicon=(3, 2), benchmark=6, unlabeled=3, image_size=(48, 64), observers=5)

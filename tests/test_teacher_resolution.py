@@ -42,7 +42,7 @@ def test_teacher_at_its_own_resolution_labels_for_the_students_size(tmp_path):
     log = stage("stages/prepare.py")
     # the labelled train split is opened once, for both prepared copies and the pool
     assert log.count("salicon/train: a labelled subset of 8 of 12 images (seed 1); 4 withheld") == 1, log[-3000:]
-    meta = lambda rel: json.loads((root / "data/prepared" / rel / "meta.json").read_text())  # noqa: E731
+    meta = lambda rel: json.loads((root / "data/prepared" / rel / "meta.json").read_text())  # noqa: E731  (a one-line local helper; clearer here than a nested def)
     student_train, teacher_train = meta("salicon/train"), meta("teacher/salicon/train")
     assert student_train["count"] == teacher_train["count"] == 8  # the subset, for teacher and students alike
     assert student_train["names"] == teacher_train["names"]

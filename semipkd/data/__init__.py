@@ -27,13 +27,13 @@ from .benchmarks import (
 )
 from .prepared import (
     CACHE_VERSION,
+    PREPARED,
     PreparedDataset,
     PreparedImages,
-    PREPARED,
     open_labelled_train,
     prepare_benchmark,
-    prepared_root,
     prepare_unlabeled,
+    prepared_root,
     read_meta,
     summarize_rows,
 )

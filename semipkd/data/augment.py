@@ -160,7 +160,8 @@ def trivial_augment_photometric(image: torch.Tensor, rng: np.random.Generator, *
 
 
 def augment_pair(image: torch.Tensor, maps: Sequence[torch.Tensor] = (), *, hflip: bool,
-                 photometric: bool | Sequence[str], rng: np.random.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+                 photometric: bool | Sequence[str],
+                 rng: np.random.Generator | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Augment an input image and the maps that go with it, consistently.
 
     The draw order is fixed (flip coin first, then the photometric draws), so a given ``rng``

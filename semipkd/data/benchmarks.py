@@ -154,7 +154,8 @@ _LAYOUTS: dict[str, tuple[_Layout, ...]] = {
 }
 
 
-def manifest_row(name: str, split: str, *, height=None, width=None, n_fixations=None, status: str = "ok", reason: str = "") -> dict:
+def manifest_row(name: str, split: str, *, height=None, width=None, n_fixations=None, status: str = "ok",
+                 reason: str = "") -> dict:
     """One manifest row: ``name, split, height, width, n_fixations, status (ok|skipped), reason``."""
     return {"name": name, "split": split, "height": height, "width": width,
             "n_fixations": n_fixations, "status": status, "reason": reason}
@@ -333,7 +334,8 @@ def _list_split(name: str, root: Path, lay: _Layout, folder_split: str) -> tuple
         else:
             stimuli[stem] = path
     if not stimuli:
-        raise DataError(sdir, f"no images ({'/'.join(IMAGE_EXTENSIONS)}) found" + (" in <Category>/ subfolders" if lay.nested else ""))
+        raise DataError(sdir, f"no images ({'/'.join(IMAGE_EXTENSIONS)}) found"
+                        + (" in <Category>/ subfolders" if lay.nested else ""))
 
     entries: list[_Entry] = []
     if lay.points_mat:
@@ -360,17 +362,20 @@ def _list_split(name: str, root: Path, lay: _Layout, folder_split: str) -> tuple
             for rel, path in _scan(ddir, lay.nested)[0]:
                 stem = _strip(rel)[0]
                 if path.name not in _KNOWN_EXTRAS and not stem.endswith((_DENSITY_SUFFIX, _FIXATION_SUFFIX)):
-                    map_problems.append((str(path), f"stray file in {ddir.name}: neither *{_DENSITY_SUFFIX} nor *{_FIXATION_SUFFIX}"))
+                    map_problems.append(
+                        (str(path), f"stray file in {ddir.name}: neither *{_DENSITY_SUFFIX} nor *{_FIXATION_SUFFIX}"))
         problems += [(f, r, None) for f, r in map_problems]
         for stem, path in stimuli.items():
             d, f = dens.get(stem), fixs.get(stem)
             if d is None:
-                problems.append((str(path), f"missing density map: no {stem}.png/.jpg (or {stem}{_DENSITY_SUFFIX}.*) in {ddir}", stem))
+                problems.append(
+                    (str(path), f"missing density map: no {stem}.png/.jpg (or {stem}{_DENSITY_SUFFIX}.*) in {ddir}", stem))
             if f is None:
-                problems.append((str(path), f"missing fixation file: no {stem}.png/.jpg/.mat (or {stem}{_FIXATION_SUFFIX}.*) in {fdir}", stem))
+                problems.append((str(path), f"missing fixation file: no {stem}.png/.jpg/.mat "
+                                 f"(or {stem}{_FIXATION_SUFFIX}.*) in {fdir}", stem))
             if d is not None and f is not None:
                 entries.append(_Entry(stem, path, d, f, group=stem.split("/")[0] if lay.nested else ""))
-        for role, maps, folder in (("density map", dens, ddir), ("fixation file", fixs, fdir)):
+        for role, maps, _folder in (("density map", dens, ddir), ("fixation file", fixs, fdir)):
             for key in sorted(maps.keys() - stimuli.keys()):
                 problems.append((str(maps[key]), f"{role} pairs with no stimulus: no {key}.jpg/.jpeg/.png in {sdir}", None))
 
@@ -439,7 +444,7 @@ class BenchmarkSet(Sequence):
     def skipped_rows(self) -> list[dict]:
         """Manifest rows of the files skipped at open time."""
         rows = []
-        for (f, reason), key in zip(self.skipped, self._skipped_keys):
+        for (f, reason), key in zip(self.skipped, self._skipped_keys, strict=True):
             rows.append(manifest_row(key or _rel(f, self.root), self.split, status="skipped", reason=f"{f}: {reason}"))
         return rows
 
@@ -474,8 +479,8 @@ class BenchmarkSet(Sequence):
         mode = check_on_error(on_error or self._on_error)
         rows = self.skipped_rows()
         keep = []
-        for i, e in enumerate(tqdm(self._entries, desc=f"validate {self.name}/{self.split}", disable=not progress or None,
-                                   mininterval=1.0, leave=False)):
+        for _i, e in enumerate(tqdm(self._entries, desc=f"validate {self.name}/{self.split}", disable=not progress or None,
+                                    mininterval=1.0, leave=False)):
             try:
                 s = _load(e, self.sigma)
             except DataError as err:
@@ -682,8 +687,8 @@ class UnlabeledSet(Sequence):
         mode = check_on_error(on_error or self._on_error)
         rows = self.skipped_rows()
         keep = []
-        for i, (name, path) in enumerate(tqdm(self._entries, desc="validate unlabeled", disable=not progress or None,
-                                              mininterval=1.0, leave=False)):
+        for _i, (name, path) in enumerate(tqdm(self._entries, desc="validate unlabeled", disable=not progress or None,
+                                               mininterval=1.0, leave=False)):
             try:
                 image, notes = read_image(path)
             except DataError as err:

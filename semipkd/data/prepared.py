@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..io import atomic_dir
-
 from .augment import augment_pair, augmentation_rng, photometric_ops
 from .benchmarks import BenchmarkSet, manifest_row, open_benchmark, open_unlabeled, sample_row
 from .resize import check_size, rescale_fixations, resize_density, resize_image
@@ -190,7 +189,7 @@ def _write_split(source, dest: Path, *, kind: str, split: str, name: str, input_
                     source.record_skip(path, reason, sample_name)
                     rows.append(manifest_row(sample_name, split, status="skipped", reason=message))
                     continue
-                for w, a in zip(writers.values(), arrays):
+                for w, a in zip(writers.values(), arrays, strict=True):
                     w.append(a)
                 rows.append(row)
                 names.append(sample_name)
@@ -283,7 +282,7 @@ def prepare_benchmark(name: str, root, out_dir, *, input_size, output_size, spli
     with contextlib.ExitStack() as stack:
         for sp, bset in sets.items():
             # Files of no stimulus (stray, unpaired) are listed by every split; report them once.
-            for row, (f, _) in zip(bset.skipped_rows(), bset.skipped):
+            for row, (f, _) in zip(bset.skipped_rows(), bset.skipped, strict=True):
                 if f not in reported:
                     reported.add(f)
                     rows.append(row)

@@ -132,9 +132,9 @@ def split_indices(name: str, n: int, *, groups: Sequence[Hashable] | None = None
         shares[k] += 1
     if n != paper_train + paper_val or any(m != _CAT2000_CATEGORY for m in sizes):
         log.info("cat2000: %d images in %d categories instead of 20 x 100; val = %d, per category %s",
-                 n, len(sizes), n_val, dict(zip(members, shares)))
+                 n, len(sizes), n_val, dict(zip(members, shares, strict=True)))
     train, val = [], []
-    for (g, idx), k in zip(members.items(), shares):  # categories in order of first appearance
+    for (_g, idx), k in zip(members.items(), shares, strict=True):  # categories in order of first appearance
         idx_arr = np.asarray(idx, dtype=np.int64)
         m = len(idx_arr)
         order = _shuffled(m)

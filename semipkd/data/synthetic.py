@@ -38,9 +38,9 @@ Generative model (one image)
 5. **Maps**, by the same functions the readers use on real fixations
    (:func:`semipkd.data.validate.points_to_fixation_map` and ``density_from_fixations``): the
    binary fixation map marks every fixation rounded to the nearest pixel (half up); the density
-   map is that binary map blurred with a Gaussian of std ``density_sigma * max(H, W)`` px (default 0.03: OSIE's authors use 24 px at 800x600),
-   zero outside the image and truncated at 8.9 std, then max-normalised and stored as
-   ``round(255 * d)``.
+   map is that binary map blurred with a Gaussian of std ``density_sigma * max(H, W)`` px
+   (default 0.03: OSIE's authors use 24 px at 800x600), zero outside the image and truncated
+   at 8.9 std, then max-normalised and stored as ``round(255 * d)``.
 
 Files store 1-based fixation coordinates (``x0 + 1``), so they lie in ``[1, W] x [1, H]``.
 
@@ -492,7 +492,7 @@ def _render(rng: np.random.Generator, flavour: Flavour, h: int, w: int) -> tuple
     """uint8 (H, W, 3) RGB image and its salient items' attention components."""
     bg = _background(rng, flavour, h, w)
     img = np.clip(np.rint(bg * 255.0), 0, 255).astype(np.uint8)
-    kinds, probs = zip(*flavour.item_mix)
+    kinds, probs = zip(*flavour.item_mix, strict=True)
     for kind in kinds:
         if kind not in ITEM_KINDS:
             raise ValueError(f"unknown item kind {kind!r}; known: {ITEM_KINDS}")
@@ -560,7 +560,7 @@ def _known_density(weights, means, stds, h: int, w: int) -> np.ndarray:
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
     dens = np.full((h, w), weights[-1] / (h * w))
-    for wk, (mx, my), (sx, sy) in zip(weights[:-1], means, stds):
+    for wk, (mx, my), (sx, sy) in zip(weights[:-1], means, stds, strict=True):
         gx = np.exp(-0.5 * ((xs - mx) / sx) ** 2) / (math.sqrt(2 * math.pi) * sx)
         gy = np.exp(-0.5 * ((ys - my) / sy) ** 2) / (math.sqrt(2 * math.pi) * sy)
         dens += wk * np.outer(gy, gx)
@@ -635,7 +635,7 @@ def _salicon_mat(sample: Sample, stem: str, rng: np.random.Generator) -> bytes:
     h, w = sample.fixation_map.shape
     fields = [("location", "O"), ("timestamp", "O"), ("fixations", "O")]
     gaze = np.zeros((len(sample.fixations), 1), dtype=fields)
-    for i, (pts, dur) in enumerate(zip(sample.fixations, sample.durations)):
+    for i, (pts, dur) in enumerate(zip(sample.fixations, sample.durations, strict=True)):
         starts = np.concatenate([[0.0], np.cumsum(dur[:-1].astype(np.float64) + 40.0)])
         times = (starts[:, None] + dur[:, None] * np.arange(4)[None, :] / 4.0).reshape(-1, 1)
         raw = np.repeat(pts, 4, axis=0) + rng.uniform(-0.5, 0.5, size=(pts.shape[0] * 4, 2))
@@ -653,7 +653,7 @@ def _osie_mat(entries: Sequence[tuple[str, Sample]]) -> bytes:
     cells = np.empty((len(entries), 1), dtype=object)
     for i, (name, sample) in enumerate(entries):
         subjects = np.empty((len(sample.fixations), 1), dtype=object)
-        for j, (pts, dur) in enumerate(zip(sample.fixations, sample.durations)):
+        for j, (pts, dur) in enumerate(zip(sample.fixations, sample.durations, strict=True)):
             rec = np.zeros((1, 1), dtype=[("fix_x", "O"), ("fix_y", "O"), ("fix_duration", "O")])
             rec["fix_x"][0, 0] = (pts[:, 0] + 1.0).reshape(1, -1)
             rec["fix_y"][0, 0] = (pts[:, 1] + 1.0).reshape(1, -1)

@@ -15,9 +15,9 @@ Tensors: images float (B, 3, H, W) RGB in [0, 1] in, saliency maps float (B, H_o
 prints a cost table.
 """
 
+from .cost import count_macs, count_params, profile
 from .decoder import Decoder, GaussianBlur, Normalize, eval_blur, scale_channels
 from .optimize import OptimizedModel, optimize_for_inference
-from .cost import count_macs, count_params, profile
 from .registry import (
     BackboneSpec,
     ModelFileError,

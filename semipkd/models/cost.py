@@ -179,7 +179,7 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
                 line.append(fmt.format(v))
         table.append(line)
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    return "\n".join("  ".join(cell.rjust(wd) for cell, wd in zip(row, widths)) for row in table)
+    return "\n".join("  ".join(cell.rjust(wd) for cell, wd in zip(row, widths, strict=True)) for row in table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

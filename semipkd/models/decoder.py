@@ -128,7 +128,7 @@ def eval_blur(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        for b, e in zip(blurs, before):
+        for b, e in zip(blurs, before, strict=True):
             b.enabled = e
 
 
@@ -180,8 +180,10 @@ class Decoder(nn.Module):
             self.levels.append(nn.Sequential(_conv3x3(cin, cout), act_cls()))
             cin = cout
         # Skip projections exist only when the decoder is narrower/wider than the encoder.
+        # strict=False: 4 skips for 5 levels; the last level (no skip) is left out on purpose.
         self.skips = nn.ModuleList(
-            nn.Identity() if s == d else nn.Conv2d(s, d, kernel_size=1, bias=False) for s, d in zip(skip_chs, dec)
+            nn.Identity() if s == d else nn.Conv2d(s, d, kernel_size=1, bias=False)
+            for s, d in zip(skip_chs, dec, strict=False)
         )
         self.refine = nn.Sequential(_conv3x3(dec[-1], dec[-1]), act_cls())
         self.head = _conv3x3(dec[-1], 1)

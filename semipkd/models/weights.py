@@ -272,7 +272,7 @@ def load_state_dict_mapped(module: nn.Module, state: Mapping[str, torch.Tensor],
             f"ordered mapping needs equal tensor counts, got {len(source)} in the file vs {len(target)} in the model"
         )
     mapped = {}
-    for (sk, sv), (tk, tv) in zip(source, target):
+    for (sk, sv), (tk, tv) in zip(source, target, strict=True):
         if sv.shape != tv.shape:
             raise ValueError(
                 f"weights file {origin}: ordered key mapping failed at {sk} {tuple(sv.shape)} -> {tk} {tuple(tv.shape)}"

@@ -5,7 +5,6 @@ the faults tried and survived to that file (``benchmarks/reliability.py`` sets i
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

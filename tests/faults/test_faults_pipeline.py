@@ -246,7 +246,6 @@ def test_nonfinite_loss_stops_the_stage_naming_epoch_and_step(gauntlet, params):
 def test_two_concurrent_experiments_finish_separately_and_workers_do_not_change_results(ref):
     """Two `dvc exp run --temp` at once in one repo: one with 2 loader workers (its teacher must
     be bit-identical to the 0-worker reference), one with another learning rate (must differ)."""
-    import os
     import time
 
     root, env = ref.root, ref.env

@@ -180,7 +180,8 @@ def _fit(toy: Path, out: Path, epochs: int, *, tmpfs_kb: int | None = None) -> s
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
 
 
-@pytest.mark.skipif(not UNSHARE, reason="no unprivileged mount namespaces here (unshare -rm); the injected variant below covers it")
+@pytest.mark.skipif(not UNSHARE,
+                    reason="no unprivileged mount namespaces here (unshare -rm); the injected variant below covers it")
 @pytest.mark.fault("disk full (tmpfs) while writing a training checkpoint")
 def test_disk_full_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_previous_one(toy, tmp_path):
     # Size of one checkpoint, from a normal one-epoch run.
@@ -207,9 +208,8 @@ def test_disk_full_during_a_checkpoint_write_is_a_clear_error_and_keeps_the_prev
 @pytest.mark.fault("disk full (injected ENOSPC at the write) while writing a training checkpoint")
 def test_injected_enospc_during_a_checkpoint_write(toy, tmp_path, monkeypatch):
     sys.path.insert(0, str(TESTS))
-    from test_engine import make_cfg, run_fit
-
     from semipkd import io as sio
+    from test_engine import make_cfg, run_fit
 
     torch.set_num_threads(1)
     run_fit(toy, tmp_path, make_cfg(epochs=1))
