@@ -61,11 +61,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semipkd.export import export_onnx  # noqa: E402
-from semipkd.inference import OnnxRunner  # noqa: E402
-from semipkd.io import atomic_write_json  # noqa: E402
-from semipkd.models import build_model, count_macs, count_params, optimize_for_inference  # noqa: E402
-from semipkd.precision import calibration_files, calibration_inputs, cpu_flags, quantize_int8  # noqa: E402
+from semipkd.export import export_onnx  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.inference import OnnxRunner  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import build_model, count_macs, count_params, optimize_for_inference  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.precision import calibration_files, calibration_inputs, cpu_flags, quantize_int8  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 log = logging.getLogger("benchmarks.models")
 
@@ -281,7 +281,8 @@ def bench_model(name: str, runs: int, warmup: int, threads: list[int], workdir: 
     row["fastest_ratio_at_1_thread"] = one["ratio_to_eager"][fastest]
     row["fastest_exact_at_1_thread"] = min(exact, key=lambda k: one[k]["median_ms"])
     row["fastest_reduced_at_1_thread"] = min(reduced, key=lambda k: one[k]["median_ms"])
-    row["reduced_below_onnxruntime_fp32_at_1_thread"] = {k: bool(one[k]["median_ms"] < one["onnxruntime"]["median_ms"]) for k in reduced}
+    fp32_ms = one["onnxruntime"]["median_ms"]
+    row["reduced_below_onnxruntime_fp32_at_1_thread"] = {k: bool(one[k]["median_ms"] < fp32_ms) for k in reduced}
     if name in TARGET_RATIO:
         target, inclusive = TARGET_RATIO[name]
         ratio = row["fastest_ratio_at_1_thread"]
@@ -368,7 +369,8 @@ def print_table(result: dict) -> None:
             cells = "  ".join(f"{short.get(k, k)} {v:.2f}x" for k, v in t["ratio_to_eager"].items())
             ok = ""
             if first and "meets_target" in r:
-                ok = f"  target {r['target'].removesuffix(' eager')}: {'met' if r['meets_target'] else 'MISSED'} ({r['fastest_at_1_thread']})"
+                verdict = "met" if r["meets_target"] else "MISSED"
+                ok = f"  target {r['target'].removesuffix(' eager')}: {verdict} ({r['fastest_at_1_thread']})"
             print(f"{name:<20}{label:>10}{t['eager']['median_ms']:>10.1f}  {cells}{ok}")
         for k, why in r.get("skipped", {}).items():
             print(f"  {k} skipped: {why}")

@@ -41,13 +41,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from semipkd.data import open_benchmark  # noqa: E402
-from semipkd.evaluate import evaluate_benchmark  # noqa: E402
-from semipkd.export import export_onnx  # noqa: E402
-from semipkd.inference import OnnxRunner, model_input_size  # noqa: E402
-from semipkd.io import atomic_write_json, sha256_file  # noqa: E402
-from semipkd.models import load_model  # noqa: E402
-from semipkd.precision import (  # noqa: E402
+from semipkd.data import open_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.evaluate import evaluate_benchmark  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.export import export_onnx  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.inference import OnnxRunner, model_input_size  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.io import atomic_write_json, sha256_file  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.models import load_model  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.precision import (  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_CALIBRATION_SEED,
     QUANT_FORMAT,
@@ -162,7 +162,8 @@ def _pairs(values: list[str], what: str) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (repeatable)")
-    ap.add_argument("--benchmark", action="append", required=True, help="NAME=ROOT of a benchmark scored on its val split (repeatable)")
+    ap.add_argument("--benchmark", action="append", required=True,
+                    help="NAME=ROOT of a benchmark scored on its val split (repeatable)")
     ap.add_argument("--calibration", type=Path, required=True, help="folder of real images to calibrate on (not a scored one)")
     ap.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES)
     ap.add_argument("--seed", type=int, default=DEFAULT_CALIBRATION_SEED, help="calibration sample seed")

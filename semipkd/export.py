@@ -170,10 +170,12 @@ def onnx_max_abs_diff(model: nn.Module, onnx_path: str | Path, input_size: tuple
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m semipkd.export", description="Export a checkpoint to ONNX and check it with onnxruntime.")
+    ap = argparse.ArgumentParser(prog="python -m semipkd.export",
+                                 description="Export a checkpoint to ONNX and check it with onnxruntime.")
     ap.add_argument("--model", required=True, type=Path, help="checkpoint, e.g. models/student.pt")
     ap.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
-    ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="graph input size (default: from the checkpoint)")
+    ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                    help="graph input size (default: from the checkpoint)")
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     ap.add_argument("--tolerance", type=float, default=None,
                     help=f"max abs difference allowed against PyTorch (default 1e-4; int8: {INT8_TOLERANCE})")
@@ -214,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         log.error("%s", e)
         return 1
-    log.info("wrote %s (%s, input 1x3x%dx%d, dynamic batch; max abs diff %.3g)", args.output, args.precision, size[0], size[1], diff)
+    log.info("wrote %s (%s, input 1x3x%dx%d, dynamic batch; max abs diff %.3g)", args.output, args.precision, size[0], size[1],
+             diff)
     return 0
 
 

@@ -154,7 +154,7 @@ def output_paths(paths: Sequence[Path], input_root: Path, output_dir: Path) -> l
         rel = Path(p.name) if input_root.is_file() or input_root == p else p.relative_to(input_root)
         out.append(Path(output_dir) / rel.with_suffix(".png"))
     seen: dict[Path, Path] = {}
-    for src, dst in zip(paths, out):
+    for src, dst in zip(paths, out, strict=True):
         if dst in seen:
             raise ValueError(f"{seen[dst]} and {src} would both be written to {dst}; rename one of them")
         seen[dst] = src
@@ -183,7 +183,8 @@ def onnx_graph(
     """
     h, w = input_size
     if path is None:
-        name = f"{checkpoint_sha[:16]}-{h}x{w}-semipkd{semipkd.__version__}-torch{torch.__version__.split('+')[0]}-opset{DEFAULT_OPSET}.onnx"
+        torch_version = torch.__version__.split("+")[0]
+        name = f"{checkpoint_sha[:16]}-{h}x{w}-semipkd{semipkd.__version__}-torch{torch_version}-opset{DEFAULT_OPSET}.onnx"
         path = Path(cache_dir) / "onnx" / name
     path = Path(path)
     if not path.is_file():
@@ -353,7 +354,7 @@ def predict_paths(
                     good.append((i, img))
             if good:
                 maps = runner(images_to_tensor([img for _, img in good], input_size))
-                for (i, img), m in zip(good, maps):
+                for (i, img), m in zip(good, maps, strict=True):
                     writes.append(writer.submit(_write_png, outputs[i], m, img.shape[:2]))
                     summary.written.append(outputs[i])
             bar.update(len(loaded))
@@ -375,11 +376,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--input", type=Path, help="an image, or a folder searched recursively")
     ap.add_argument("--output", type=Path, help="folder for the PNGs (created)")
     ap.add_argument(
-        "--batch-size", type=int, default=None, help=f"images per forward pass (default: {CUDA_BATCH} on CUDA, {CPU_BATCH} on the CPU)"
+        "--batch-size", type=int, default=None,
+        help=f"images per forward pass (default: {CUDA_BATCH} on CUDA, {CPU_BATCH} on the CPU)",
     )
     ap.add_argument("--on-error", choices=ON_ERROR, default="raise", help="unreadable image: stop (raise) or skip it")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA when present")
-    ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None, help="network input size (default: from the checkpoint)")
+    ap.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                    help="network input size (default: from the checkpoint)")
     ap.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                     help="inference backend (default auto: the faster one measured on this machine)")
     ap.add_argument("--onnx", type=Path, default=None, help="ONNX graph for onnxruntime: used if it exists, else exported there")
@@ -431,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sha = sha256_file(args.model)
 
         def make(backend: str) -> Runner:
-            graph = lambda: onnx_graph(model, size, checkpoint_sha=sha, cache_dir=cache_dir, path=args.onnx)  # noqa: E731
+            graph = lambda: onnx_graph(model, size, checkpoint_sha=sha, cache_dir=cache_dir, path=args.onnx)  # noqa: E731  (a thunk: exported only if a runner asks)
             return make_runner(backend, model, size, device, onnx_path=graph, threads=args.threads)
 
         backend, runner = args.backend, None

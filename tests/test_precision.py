@@ -98,7 +98,8 @@ def test_predict_cli_refuses_int8_without_a_usable_calibration_folder(student, t
     _, ckpt = student
     img = tmp_path / "in" / "a.png"
     _write(img, np.zeros((20, 20, 3), np.uint8))
-    base = ["--model", str(ckpt), "--input", str(img), "--output", str(tmp_path / "out"), "--device", "cpu", "--precision", "int8"]
+    base = ["--model", str(ckpt), "--input", str(img), "--output", str(tmp_path / "out"), "--device", "cpu",
+            "--precision", "int8"]
     with caplog.at_level(logging.ERROR):
         assert pr.main(base) == 2
     assert "needs --calibration DIR" in caplog.text

@@ -72,7 +72,8 @@ def test_predict_cli_writes_one_8bit_png_per_image_at_original_size(student, ima
     _, ckpt = student
     root, sizes = image_folder
     out = tmp_path / "maps"
-    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--batch-size", "3", "--device", "cpu", "--backend", "torch"])
+    rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--batch-size", "3", "--device", "cpu",
+                  "--backend", "torch"])
     assert rc == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["a.png", "b.png", "sub/c.png", "sub/d.png"]
@@ -93,7 +94,9 @@ def test_predicted_png_is_the_model_map_resized_to_the_original(student, tmp_pat
     rng = np.random.default_rng(3)
     img = (rng.random((45, 70, 3)) * 255).astype(np.uint8)
     _write(tmp_path / "x.png", img[:, :, ::-1])  # cv2 writes BGR
-    assert pr.main(["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu", "--backend", "torch"]) == 0
+    argv = ["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu",
+            "--backend", "torch"]
+    assert pr.main(argv) == 0
     x = torch.from_numpy(resize_image(img, OUT)).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
         ref = resize_to(model(x).double(), (45, 70))[0].clamp(min=0)
@@ -110,7 +113,8 @@ def test_predict_skips_a_bad_image_by_name(student, image_folder, tmp_path, capl
     (root / "empty.png").write_bytes(b"")
     out = tmp_path / "maps"
     with caplog.at_level(logging.WARNING):
-        rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--on-error", "skip", "--device", "cpu", "--backend", "torch"])
+        rc = pr.main(["--model", str(ckpt), "--input", str(root), "--output", str(out), "--on-error", "skip", "--device", "cpu",
+                      "--backend", "torch"])
     assert rc == 0
     assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png", "c.png", "d.png"]
     assert "broken.jpg" in caplog.text and "empty.png" in caplog.text
