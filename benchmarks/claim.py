@@ -86,7 +86,13 @@ from semipkd.config import ConfigError, as_plain, parse_params  # noqa: E402  (a
 from semipkd.errors import SemipkdError  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 from semipkd.io import atomic_write_json  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 from semipkd.names import CENTER_BIAS, METRIC_NAMES, STUDENT, STUDENT_NO_PSEUDO, TEACHER  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
-from semipkd.report import CLAIM_FILE, CLAIM_PRIMARY_METRICS, CLAIM_PRIMARY_PROTOCOL, CLAIM_RULE  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+from semipkd.report import (  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
+    CLAIM_FILE,
+    CLAIM_PRIMARY_METRICS,
+    CLAIM_PRIMARY_PROTOCOL,
+    CLAIM_RULE,
+    format_paired,
+)
 from semipkd.stats import ALPHA, holm, mean_ci, paired_test  # noqa: E402  (after the sys.path insert above: this checkout's semipkd when run as a script)
 
 #: Arm name in claim.json -> model key of reports/evaluate/<benchmark>.json.
@@ -577,17 +583,6 @@ def _pm(stats: Mapping[str, Any] | None) -> str:
     return f"{stats['mean']:.4f} ± {std} ({stats['n']})"
 
 
-def _ci(stats: Mapping[str, Any] | None) -> str:
-    """``mean [95% CI] p (n)`` of a paired difference; ``p_holm`` for a secondary."""
-    if not stats or stats["mean"] is None:
-        return "–"
-    if stats.get("ci95") is None:
-        return f"{stats['mean']:+.4f} (n={stats['n']})"
-    low, high = stats["ci95"]
-    p = f"p={stats['p']:.3f}" if stats.get("primary") else f"p_holm={stats['p_holm']:.3f}"
-    return f"{stats['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {p} (n={stats['n']})"
-
-
 def upper_table(entry: Mapping[str, Any]) -> list[str]:
     """Text lines for the upper-bound block of a setting (none without one)."""
     ub = entry.get("upper_bound")
@@ -597,8 +592,8 @@ def upper_table(entry: Mapping[str, Any]) -> list[str]:
     for proto, per in ub["metrics"].items():
         for m, u in per.items():
             som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:+.2f}"
-            lines.append(f"    {proto:<16} {m:<9} gain {_ci(u['gain'])} ({u['gain']['verdict']}), "
-                         f"recovered {_ci(u['recovered'])}, share of means {som}")
+            lines.append(f"    {proto:<16} {m:<9} gain {format_paired(u['gain'])} ({u['gain']['verdict']}), "
+                         f"recovered {format_paired(u['recovered'])}, share of means {som}")
     return lines
 
 
@@ -611,7 +606,7 @@ def variant_table(entry: Mapping[str, Any]) -> list[str]:
     for arm, per_arm in list(var["arms"].items()) + [("gap", var["gap"])]:
         for proto, per in per_arm.items():
             for m, d in per.items():
-                lines.append(f"    {arm:<14} {proto:<16} {m:<9} {_ci(d)}  {d['verdict']}")
+                lines.append(f"    {arm:<14} {proto:<16} {m:<9} {format_paired(d)}  {d['verdict']}")
     return lines
 
 
@@ -625,7 +620,7 @@ def table(name: str, entry: Mapping[str, Any]) -> str:
         for m, d in per.items():
             a = entry["arms"][PAIR[0]][proto].get(m)
             b = entry["arms"][PAIR[1]][proto].get(m)
-            lines.append(f"    {m:<10} {_pm(a):>22} {_pm(b):>22} {_ci(d):>48}  {d['verdict']}")
+            lines.append(f"    {m:<10} {_pm(a):>22} {_pm(b):>22} {format_paired(d):>48}  {d['verdict']}")
     return "\n".join(lines + upper_table(entry) + variant_table(entry))
 
 

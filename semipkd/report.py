@@ -48,6 +48,7 @@ from semipkd.names import (
 
 __all__ = [
     "TABLE_METRICS",
+    "format_paired",
     "ALL_METRICS",
     "PublishedResult",
     "PUBLISHED",
@@ -854,7 +855,7 @@ def _pm(stats: Mapping[str, Any] | None, signed: bool = False) -> str:
     return f"{mean} ± {_fmt(stats.get('std'), 4)} ({stats['n']})"
 
 
-def _ci(stats: Mapping[str, Any] | None) -> str:
+def format_paired(stats: Mapping[str, Any] | None) -> str:
     """A paired difference as ``mean [95% CI low, high], p`` (``p_holm`` for a secondary, see
     :data:`CLAIM_RULE`); the bare mean where there is no interval (fewer than 2 pairs)."""
     if not stats or stats.get("mean") is None:
@@ -933,7 +934,7 @@ def render_claim_section(claim: Mapping[str, Any]) -> str:
         for p in protos:
             for m in _CLAIM_METRICS:
                 d = s["paired"].get(p, {}).get(m)
-                paired.append(f"{_ci(d)}: {d['verdict']}" if d else "–")
+                paired.append(f"{format_paired(d)}: {d['verdict']}" if d else "–")
         lines.append("| " + " | ".join(["Semi-PKD − labelled-only (paired by seed)"] + paired) + " |")
         lines.append("")
         lines += _upper_bound_lines(s.get("upper_bound"), protos)
@@ -963,7 +964,7 @@ def _variant_lines(name: str, var: Mapping[str, Any] | None, protos: Sequence[st
         for p in protos:
             for m in _CLAIM_METRICS:
                 d = tree.get(p, {}).get(m)
-                cells.append(f"{_ci(d)}: {d['verdict']}" if d else "–")
+                cells.append(f"{format_paired(d)}: {d['verdict']}" if d else "–")
         lines.append("| " + " | ".join([label] + cells) + " |")
     lines.append("")
     return lines
@@ -991,7 +992,7 @@ def _upper_bound_lines(ub: Mapping[str, Any] | None, protos: Sequence[str]) -> l
             som = "–" if u["share_of_means"] is None else f"{u['share_of_means']:.2f}"
             per_seed = ", ".join(f"{v:.2f}" for v in u["share"]["values"]) or "–"
             lines.append(f"| {_METRIC_HEADERS[m]} {_CLAIM_PROTOCOL_SHORT.get(p, p)} | {_pm(u['upper'])} | "
-                         f"{_ci(u['gain'])}: {u['gain']['verdict']} | {_ci(u['recovered'])} | "
+                         f"{format_paired(u['gain'])}: {u['gain']['verdict']} | {format_paired(u['recovered'])} | "
                          f"{som} | {per_seed} |")
     lines.append("")
     return lines
@@ -1048,7 +1049,7 @@ def plot_claim(claim: Mapping[str, Any] | None, path: str | Path, *, protocol: s
             d = s["paired"].get(proto, {}).get(m)
             title = f"{name}: {_METRIC_HEADERS.get(m, m)} ({_CLAIM_PROTOCOL_SHORT.get(proto, proto)})"
             if d:
-                title += f"\ndiff {_ci(d)}\n{d['verdict']}"
+                title += f"\ndiff {format_paired(d)}\n{d['verdict']}"
             ax.set_title(title, fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from test_data_fixtures import osie_mat, salicon_mat, save_gray, save_rgb, write_osie, write_pool, write_repo, write_salicon
 
 from semipkd.data import (
     DataError,
@@ -21,20 +22,6 @@ from semipkd.data import (
     prepare_unlabeled,
     summarize_rows,
 )
-
-try:
-    from test_data_fixtures import osie_mat, salicon_mat, save_gray, save_rgb, write_osie, write_pool, write_repo, write_salicon
-except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import (
-        osie_mat,
-        salicon_mat,
-        save_gray,
-        save_rgb,
-        write_osie,
-        write_pool,
-        write_repo,
-        write_salicon,
-    )
 
 NAMES = [f"s{i}" for i in range(8)]  # pascal_s, 8 images: val = round(8 * 200 / 850) = 2
 

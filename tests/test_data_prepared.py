@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_data_fixtures import write_osie, write_pool, write_repo
 from torch.utils.data import DataLoader
 
 from semipkd.data import (
@@ -27,11 +28,6 @@ from semipkd.data import (
     resize_image,
 )
 from semipkd.data.augment import trivial_augment_photometric
-
-try:
-    from test_data_fixtures import write_osie, write_pool, write_repo
-except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import write_osie, write_pool, write_repo
 
 IN, OUT = (10, 12), (6, 9)  # odd output width: packbits pads the last byte
 

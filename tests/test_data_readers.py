@@ -6,6 +6,14 @@ import numpy as np
 import pytest
 import scipy.ndimage
 from PIL import Image
+from test_data_fixtures import (
+    write_cat2000_distribution,
+    write_mit1003_distribution,
+    write_osie,
+    write_pool,
+    write_repo,
+    write_salicon,
+)
 
 from semipkd.data import (
     DENSITY_SIGMA_PX,
@@ -19,25 +27,6 @@ from semipkd.data import (
     resize_image,
     split_indices,
 )
-
-try:
-    from test_data_fixtures import (
-        write_cat2000_distribution,
-        write_mit1003_distribution,
-        write_osie,
-        write_pool,
-        write_repo,
-        write_salicon,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.test_data_fixtures import (
-        write_cat2000_distribution,
-        write_mit1003_distribution,
-        write_osie,
-        write_pool,
-        write_repo,
-        write_salicon,
-    )
 
 
 def _pil_rgb(path):

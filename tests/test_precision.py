@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_spread_student
 from semipkd import export as ex
 from semipkd import precision as pc
 from semipkd import predict as pr
 from semipkd.export import export_onnx
 from semipkd.inference import OnnxRunner, images_to_tensor, read_image
-from semipkd.models import build_model, checkpoint_payload
+from semipkd.models import build_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 POOL = SHARED / "scene-unlabeled" / "images"
@@ -27,22 +28,13 @@ needs_real = pytest.mark.skipif(not (POOL.is_dir() and OSIE.is_dir()), reason=f"
 SIZE = (64, 64)
 
 
+pytestmark = pytest.mark.usefixtures("cache_home")
+
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    """mobilenet_v2 with random weights and a scaled head (maps spread over ~0.1..0.9), as a checkpoint."""
-    torch.manual_seed(0)
-    model = build_model("mobilenet_v2", output_size=SIZE, pretrained=False).eval()
-    with torch.no_grad():
-        model.decoder.head.weight.mul_(50.0)
     path = tmp_path_factory.mktemp("ckpt") / "student.pt"
-    torch.save(checkpoint_payload(model), path)
-    return model, path
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "semipkd"
+    return save_spread_student(path, SIZE), path
 
 
 def _write(path: Path, img: np.ndarray) -> None:

@@ -11,32 +11,20 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import save_spread_student
 from semipkd import predict as pr
 from semipkd.inference import ImageReadError, TorchRunner
-from semipkd.models import build_model, checkpoint_payload
 
 OUT = (32, 32)  # model output size; also its input size (the checkpoint records no input size)
 
 
+pytestmark = pytest.mark.usefixtures("cache_home")
+
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    """A tiny real student (mobilenet_v2, random weights) saved as a checkpoint."""
-    torch.manual_seed(0)
-    model = build_model("mobilenet_v2", output_size=OUT, pretrained=False).eval()
-    with torch.no_grad():
-        # Random weights give maps within 0.498..0.501, which all become 254-255 in a PNG; a
-        # larger head spreads them over ~0.4..0.6, so comparisons of PNGs can fail.
-        model.decoder.head.weight.mul_(50.0)
     path = tmp_path_factory.mktemp("ckpt") / "student.pt"
-    torch.save(checkpoint_payload(model), path)
-    return model, path
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path, monkeypatch):
-    """Exported graphs and backend timings go to a per-test cache, never the user's."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "semipkd"
+    return save_spread_student(path, OUT), path
 
 
 def _write(path, img):
