@@ -29,20 +29,3 @@ def cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache" / "semipkd"
 
-
-def save_spread_student(path, output_size):
-    """A real mobilenet_v2 student with random weights, saved as a checkpoint at ``path``.
-
-    Random weights give maps within 0.498..0.501, which all become 254-255 in a PNG; the head
-    scaled by 50 spreads them over ~0.1..0.9, so comparisons of maps and PNGs mean something.
-    Returns the model (eval mode)."""
-    import torch
-
-    from semipkd.models import build_model, checkpoint_payload
-
-    torch.manual_seed(0)
-    model = build_model("mobilenet_v2", output_size=output_size, pretrained=False).eval()
-    with torch.no_grad():
-        model.decoder.head.weight.mul_(50.0)
-    torch.save(checkpoint_payload(model), path)
-    return model

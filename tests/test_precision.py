@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import save_spread_student
 from semipkd import export as ex
 from semipkd import precision as pc
 from semipkd import predict as pr
 from semipkd.export import export_onnx
 from semipkd.inference import OnnxRunner, images_to_tensor, read_image
 from semipkd.models import build_model
+from student_files import save_spread_student, write_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 POOL = SHARED / "scene-unlabeled" / "images"
@@ -37,13 +37,6 @@ def student(tmp_path_factory):
     return save_spread_student(path, SIZE), path
 
 
-def _write(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(path.suffix, img)
-    assert ok
-    path.write_bytes(data.tobytes())
-
-
 @pytest.fixture
 def calib(tmp_path):
     """Calibration folder: 6 real photos from the unlabeled pool when present, else smooth synthetic ones."""
@@ -56,14 +49,14 @@ def calib(tmp_path):
         rng = np.random.default_rng(0)
         for i in range(6):
             img = cv2.GaussianBlur((rng.random((48, 64, 3)) * 255).astype(np.uint8), (9, 9), 3)
-            _write(root / f"{i}.png", img)
+            write_image(root / f"{i}.png", img)
     return root
 
 
 def test_calibration_sample_is_seeded_sorted_and_capped(tmp_path):
     root = tmp_path / "imgs"
     for i in range(10):
-        _write(root / f"{i:02d}.png", np.full((8, 8, 3), i, np.uint8))
+        write_image(root / f"{i:02d}.png", np.full((8, 8, 3), i, np.uint8))
     a = pc.calibration_files(root, 4, seed=0)
     assert a == pc.calibration_files(root, 4, seed=0) and a == sorted(a) and len(a) == 4
     assert a != pc.calibration_files(root, 4, seed=1)
@@ -80,7 +73,7 @@ def test_missing_or_bad_calibration_folder_is_a_clear_error(tmp_path):
     with pytest.raises(pc.CalibrationError, match="no images"):
         pc.calibration_files(tmp_path / "empty")
     bad = tmp_path / "bad"
-    _write(bad / "ok.png", np.zeros((8, 8, 3), np.uint8))
+    write_image(bad / "ok.png", np.zeros((8, 8, 3), np.uint8))
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(pc.CalibrationError, match="broken.jpg"):
         pc.calibration_inputs(pc.calibration_files(bad), SIZE)
@@ -89,7 +82,7 @@ def test_missing_or_bad_calibration_folder_is_a_clear_error(tmp_path):
 def test_predict_cli_refuses_int8_without_a_usable_calibration_folder(student, tmp_path, caplog):
     _, ckpt = student
     img = tmp_path / "in" / "a.png"
-    _write(img, np.zeros((20, 20, 3), np.uint8))
+    write_image(img, np.zeros((20, 20, 3), np.uint8))
     base = ["--model", str(ckpt), "--input", str(img), "--output", str(tmp_path / "out"), "--device", "cpu",
             "--precision", "int8"]
     with caplog.at_level(logging.ERROR):
@@ -141,7 +134,7 @@ def test_cached_int8_graph_is_reused_and_rebuilt_when_checkpoint_or_setting_chan
     # the calibration images' content: same names, one image changed
     victim = pc.calibration_files(calib, 4)[0]
     img = read_image(victim)
-    _write(victim.with_suffix(".png"), 255 - img)
+    write_image(victim.with_suffix(".png"), 255 - img)
     victim.unlink()
     assert pc.int8_graph(graph, SIZE, **kw) not in paths
 
@@ -190,7 +183,8 @@ def test_int8_keeps_the_first_conv_and_the_head_in_fp32(student, calib, tmp_path
 def test_predict_and_export_int8_cli(student, calib, tmp_path, cache_home):
     _, ckpt = student
     photos = tmp_path / "photos"
-    _write(photos / "a.png", cv2.GaussianBlur((np.random.default_rng(1).random((40, 50, 3)) * 255).astype(np.uint8), (9, 9), 3))
+    noise = (np.random.default_rng(1).random((40, 50, 3)) * 255).astype(np.uint8)
+    write_image(photos / "a.png", cv2.GaussianBlur(noise, (9, 9), 3))
     out = tmp_path / "maps"
     args = ["--model", str(ckpt), "--input", str(photos), "--output", str(out), "--device", "cpu",
             "--precision", "int8", "--calibration", str(calib), "--calibration-images", "4"]

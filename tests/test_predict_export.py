@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import save_spread_student
 from semipkd import predict as pr
 from semipkd.inference import ImageReadError, TorchRunner
+from student_files import save_spread_student, write_image
 
 OUT = (32, 32)  # model output size; also its input size (the checkpoint records no input size)
 
@@ -27,13 +27,6 @@ def student(tmp_path_factory):
     return save_spread_student(path, OUT), path
 
 
-def _write(path, img):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(path.suffix, img)
-    assert ok
-    path.write_bytes(data.tobytes())
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     rng = np.random.default_rng(0)
@@ -45,7 +38,7 @@ def image_folder(tmp_path):
         "sub/d.jpeg": (rng.random((17, 80, 3)) * 255).astype(np.uint8),
     }
     for rel, img in files.items():
-        _write(root / rel, img)
+        write_image(root / rel, img)
     (root / "notes.txt").write_text("not an image, and not picked up")
     return root, {rel: img.shape[:2] for rel, img in files.items()}
 
@@ -81,7 +74,7 @@ def test_predicted_png_is_the_model_map_resized_to_the_original(student, tmp_pat
     model, ckpt = student
     rng = np.random.default_rng(3)
     img = (rng.random((45, 70, 3)) * 255).astype(np.uint8)
-    _write(tmp_path / "x.png", img[:, :, ::-1])  # cv2 writes BGR
+    write_image(tmp_path / "x.png", img[:, :, ::-1])  # cv2 writes BGR
     argv = ["--model", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), "--device", "cpu",
             "--backend", "torch"]
     assert pr.main(argv) == 0
@@ -145,8 +138,8 @@ def test_predict_input_errors(student, tmp_path, caplog):
     with pytest.raises(SystemExit):
         pr.main(["--model", str(ckpt), "--input", str(tmp_path), "--output", str(tmp_path / "o"), "--on-error", "ignore"])
     # two inputs that would write the same PNG
-    _write(tmp_path / "dup" / "x.jpg", np.zeros((8, 8, 3), np.uint8))
-    _write(tmp_path / "dup" / "x.png", np.zeros((8, 8, 3), np.uint8))
+    write_image(tmp_path / "dup" / "x.jpg", np.zeros((8, 8, 3), np.uint8))
+    write_image(tmp_path / "dup" / "x.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="both be written"):
         pr.output_paths(pr.list_images(tmp_path / "dup"), tmp_path / "dup", tmp_path / "o")
 
