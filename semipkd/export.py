@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -56,11 +57,11 @@ def _export_to(model: nn.Module, path: Path, input_size: tuple[int, int], opset:
     # needs onnxscript, which is not among this project's dependencies. Silenced, by name, are
     # only warnings about this project's own code, known and harmless, that a user can do
     # nothing about: the exporter's announcement that it is the legacy path (and its own use of
-    # a deprecated logging helper); the tracer's note
-    # on our forward's input-shape checks (`if x.dim() != 4 ...`: the spatial size is fixed at
-    # export by design); and the exporter's note that a strided Slice is not constant-folded.
-    # Every export is then checked against PyTorch (onnx_max_abs_diff). Any other warning, such
-    # as one about a model's own layers, still reaches the console.
+    # a deprecated logging helper); the tracer's note on our forward's input-shape checks
+    # (`if x.dim() != 4 ...`: the spatial size is fixed at export by design); and the exporter's
+    # note that a strided Slice is not constant-folded. Every export is then checked against
+    # PyTorch (onnx_max_abs_diff). Any other warning, such as one about a model's own layers,
+    # still reaches the console.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning,
@@ -134,8 +135,6 @@ def export_int8(
     Returns:
         The max absolute difference measured (None when not checked).
     """
-    import tempfile
-
     size = check_size(input_size, "input_size")
     model = model.cpu().eval()
     diff = None
